@@ -1,0 +1,81 @@
+"""`ci doctor`: what this machine and the configured services can do, as data."""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ci import binfmt, inventory, proc
+from ci.config import Config
+from ci.errors import StepFailed, ToolMissing
+from ci.plan import default_runner, runners_for
+
+
+def _http_answers(url: str, timeout: float = 3.0) -> tuple[bool, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - user's URL
+            return True, f"HTTP {resp.status}"
+    except urllib.error.HTTPError as exc:  # 401 from /v2/ still means a registry answered
+        return exc.code in (401, 403), f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return False, str(reason)
+
+
+def registry_url(image: str, insecure: bool = False) -> str:
+    """`/v2/` base URL of the registry holding `image` (loopback registries speak http)."""
+    host = image.split("/", 1)[0]
+    if "." not in host and ":" not in host and host != "localhost":
+        host = "registry-1.docker.io"
+    plain = insecure or host.startswith(("127.", "localhost", "[::1]"))
+    return f"{'http' if plain else 'https'}://{host}/v2/"
+
+
+def check_buildx(environ: Mapping[str, str]) -> dict[str, Any]:
+    try:
+        res = proc.run(["docker", "buildx", "version"], env=environ, timeout=10, check=False)
+    except (ToolMissing, StepFailed) as exc:
+        return {"ok": False, "detail": str(exc)}
+    return {"ok": res.ok, "detail": (res.stdout or res.stderr).strip().splitlines()[0:1]}
+
+
+def run_doctor(
+    config: Config | None, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    env = dict(os.environ if environ is None else environ)
+    runners = (
+        runners_for(config, None, env.get("DOCKER_HOST", ""))
+        if config
+        else [default_runner("docker", env.get("DOCKER_HOST", ""))]
+    )
+    found = inventory.discover(runners, env)
+    report: dict[str, Any] = {
+        "runners": [r.model_dump() for r in found],
+        "buildx": check_buildx(env),
+        "binfmt": [h.as_dict() for h in binfmt.handlers()],
+        "dagger": {
+            "cli": inventory.dagger_cli(env),
+            "session": inventory.dagger_session_env(env),
+        },
+    }
+    if config:
+        url = registry_url(config.project.image, config.publish.insecure)
+        ok, detail = _http_answers(url)
+        report["registry"] = {"url": url, "ok": ok, "detail": detail}
+        uri = config.tracking_uri()
+        if uri.startswith("http"):
+            ok, detail = _http_answers(uri.rstrip("/") + "/health")
+        else:
+            folder = Path(uri.removeprefix("sqlite:///")).parent
+            probe = folder if folder.exists() else config.root_path
+            ok = os.access(probe, os.W_OK)
+            detail = f"embedded store, {'writable' if ok else 'not writable'}: {folder}"
+        report["mlflow"] = {"uri": uri, "ok": ok, "detail": detail}
+    checks = [r["reachable"] for r in report["runners"]] + [report["buildx"]["ok"]]
+    checks += [report[k]["ok"] for k in ("registry", "mlflow") if k in report]
+    report["ok"] = all(checks)
+    return report

@@ -1,0 +1,1 @@
+"""Engines: adapters that run platform jobs on runners (`docker`, `dagger`)."""

@@ -1,0 +1,1 @@
+"""Reports: console (rich), JSON, GitHub step summary, GitLab artifacts."""

@@ -1,0 +1,72 @@
+"""Console rendering with rich: the plan table and the doctor report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ci.plan import Plan
+
+_STYLE = {"native": "green", "emulated": "yellow", "unavailable": "red"}
+
+
+def plan_table(plan: Plan) -> Table:
+    table = Table(title=f"plan: {plan.project} → {plan.image}", title_justify="left")
+    for col in ("platform", "placement", "runner", "engine", "reason"):
+        table.add_column(col)
+    for job in plan.jobs:
+        p = job.placement
+        table.add_row(
+            job.platform, f"[{_STYLE[p.kind]}]{p.kind}[/]", p.runner or "-", p.engine or "-",
+            p.reason,
+        )
+    return table
+
+
+def print_plan(plan: Plan, console: Console) -> None:
+    console.print(plan_table(plan))
+    if plan.training:
+        t = plan.training
+        console.print(f"train: {' '.join(t.command)} → {t.registered_model} (alias {t.alias}),"
+                      f" tracking {t.tracking_uri}")
+    console.print("gates: " + "; ".join(plan.gates))
+    console.print(f"publish: {plan.publish.image} tags {', '.join(plan.publish.tags)}")
+    if plan.deploy:
+        console.print(f"deploy: {plan.deploy.remote} ({plan.deploy.branch}): "
+                      + ", ".join(plan.deploy.manifests))
+    for job in plan.unavailable:
+        console.print(f"[red]unavailable[/]: {job.platform}: {job.placement.reason}")
+
+
+def print_doctor(report: dict[str, Any], console: Console) -> None:
+    def mark(ok: bool) -> str:
+        return "[green]ok[/]" if ok else "[red]FAIL[/]"
+
+    table = Table(title="doctor", title_justify="left")
+    table.add_column("check")
+    table.add_column("status")
+    table.add_column("detail")
+    for r in report["runners"]:
+        detail = (f"{r['engine']} {r['version']} native {r['native']}; emulates "
+                  f"{', '.join(r['emulates']) or 'nothing'}") if r["reachable"] else r["error"]
+        table.add_row(f"runner {r['name']} {r['host'] or '(default)'}", mark(r["reachable"]),
+                      detail)
+    bx = report["buildx"]
+    table.add_row("docker buildx", mark(bx["ok"]), str(bx["detail"]))
+    for h in report["binfmt"]:
+        table.add_row(f"binfmt {h['name']}", mark(h["usable_in_containers"]),
+                      f"{h['platform']} via {h['interpreter']} flags {h['flags'] or '-'}"
+                      + ("" if "F" in h["flags"] else " (no F: fails inside containers)"))
+    if not report["binfmt"]:
+        table.add_row("binfmt", "[yellow]none[/]", "no qemu handlers: run `ci setup-qemu`")
+    d = report["dagger"]
+    table.add_row("dagger", "[green]ok[/]" if d["cli"] or d["session"] else "[yellow]absent[/]",
+                  f"cli {d['cli'] or '-'}; session {'yes' if d['session'] else 'no'}")
+    for key in ("registry", "mlflow"):
+        if key in report:
+            item = report[key]
+            table.add_row(key, mark(item["ok"]),
+                          f"{item.get('url') or item.get('uri')}: {item['detail']}")
+    console.print(table)
