@@ -89,7 +89,7 @@ def _platform_of(interpreter: str) -> Platform | None:
 
 def handlers(root: Path = BINFMT_DIR) -> list[Handler]:
     """The qemu handlers registered in `root` (empty when binfmt_misc is not mounted)."""
-    out = []
+    out: list[Handler] = []
     if not (root / "register").exists():
         return out
     for entry in sorted(root.iterdir()):

@@ -13,7 +13,6 @@ import traceback
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
 from ci import errors
@@ -144,17 +143,15 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(redact(f"error: {line}" if not line.startswith("config error")
                                     else line) + "\n")
         return exc.exit_code
-    except click.exceptions.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         sys.stderr.write("interrupted\n")
         return errors.EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        return errors.EXIT_INTERRUPTED
-    except click.exceptions.ClickException as exc:
-        sys.stderr.write(f"error: {exc.format_message()}\n")
+    except typer.Exit as exc:
+        return int(getattr(exc, "exit_code", 0) or 0)
+    except typer.TyperException as exc:  # typer's (vendored click) usage errors
+        fmt = getattr(exc, "format_message", None)
+        sys.stderr.write(f"error: {fmt() if fmt else exc}\n")
         return errors.EXIT_USAGE
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
     except Exception:  # a bug: keep the traceback, but mask secrets in it
         sys.stderr.write(redact(traceback.format_exc()))
         sys.stderr.write("internal error (exit 3): please report this with the traceback\n")

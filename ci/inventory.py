@@ -7,6 +7,7 @@ starting a session: a session in the environment or a CLI that can provision one
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -61,10 +62,8 @@ def discover_docker(runner: RunnerInfo, environ: Mapping[str, str]) -> RunnerInf
     except (ToolMissing, StepFailed) as exc:
         return runner.model_copy(update={"reachable": False, "error": str(exc)})
     info: dict[str, object] = {}
-    try:
+    with contextlib.suppress(ValueError):
         info = json.loads(res.stdout or "{}")
-    except ValueError:
-        pass
     if not res.ok or not info.get("ServerVersion"):
         lines = (res.stderr.strip() or res.stdout.strip() or "no answer").splitlines()
         err = next((ln for ln in lines if "daemon" in ln.lower() or "error" in ln.lower()),
