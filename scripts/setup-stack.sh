@@ -20,6 +20,7 @@
 #   MACI_BASE_PACKAGES    comma-separated packages in the base images
 #                         (default python3,python3-venv,python3-pytest)
 #   MACI_BASE_ARCHES      space-separated Debian architectures (default "amd64 arm64")
+#   MACI_IMAGE_REPO       repository of the base images (default maci/python; tags <suite>-<arch>)
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -33,7 +34,7 @@ DOCKERD_LOG=${MACI_DOCKERD_LOG:-/var/log/maci-dockerd.log}
 SUITE=${MACI_BASE_SUITE:-bookworm}
 BASE_PACKAGES=${MACI_BASE_PACKAGES:-python3,python3-venv,python3-pytest}
 BASE_ARCHES=${MACI_BASE_ARCHES:-amd64 arm64}
-IMAGE_REPO=maci/python
+IMAGE_REPO=${MACI_IMAGE_REPO:-maci/python}
 LABEL_KEY=org.multiarch-ci.base-key
 # Bump when the way a base image is made changes (invalidates cached tarballs and images).
 RECIPE_VERSION=1
