@@ -343,7 +343,12 @@ def _problems(exc: ValidationError, data: Any, source: str) -> list[ConfigProble
         loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
         path = ""
         for part in loc:
-            path += f"[{part}]" if part.isdigit() else (f".{part}" if path else part)
+            if part.isdigit():
+                path += f"[{part}]"
+            elif re.fullmatch(r"[A-Za-z0-9_-]+", part):
+                path += f".{part}" if path else part
+            else:  # keys with odd characters are quoted so the line stays one line
+                path += f"[{part!r}]"
         value = err.get("input", MISSING)
         if err["type"] == "missing":
             value = MISSING

@@ -110,7 +110,12 @@ def decide(
         if r is None:
             reasons.append(f"{p}: no result")
         elif not r.ok:
-            why = r.failure.message if r.failure else r.status
+            if r.failure:
+                why = r.failure.message
+            elif r.status == "passed":
+                why = "no digest pushed"
+            else:
+                why = r.status
             reasons.append(f"{p}: {why}")
     for p in sorted(set(by_platform) - set(expected_platforms)):
         reasons.append(f"{p}: unexpected platform result")
