@@ -219,9 +219,18 @@ def runners_for(config: Config, engine: str | None, docker_host: str = "") -> li
     chosen = [r for r in config.runners if engine is None or r.engine == engine]
     if not chosen:
         return [default_runner(engine or "docker", docker_host)]
-    return [
+    infos = [
         RunnerInfo(
             name=r.name, engine=r.engine, host=r.host, capacity=r.capacity, declared=r.platform
         )
         for r in chosen
     ]
+    names = {r.name for r in infos}
+    if (
+        all(r.engine == "dagger" and r.host for r in infos)
+        and DEFAULT_RUNNER not in names
+    ):
+        # Dagger always has a default engine (the `dagger run` session or the one the CLI
+        # provisions); hosted runners add native engines next to it, they don't replace it.
+        infos.append(default_runner("dagger"))
+    return infos

@@ -108,5 +108,8 @@ def test_runners_for_default_and_engine_filter() -> None:
     assert [r.name for r in runners_for(conf, "docker", "tcp://x:2375")] == ["local"]
     assert runners_for(conf, "docker", "tcp://x:2375")[0].host == "tcp://x:2375"
     dag = runners_for(conf, "dagger")
-    assert [(r.name, r.declared) for r in dag] == [("d", "linux/arm64")]
+    assert [(r.name, r.declared) for r in dag] == [("d", "linux/arm64")]  # hostless: the default
     assert [r.name for r in runners_for(conf, None)] == ["d"]
+    hosted = cfg.loads(BASE + '[[runners]]\nname = "arm"\nengine = "dagger"\nhost = "tcp://a:1"\n')
+    assert [(r.name, r.host) for r in runners_for(hosted, "dagger")] == [
+        ("arm", "tcp://a:1"), ("local", "")]
