@@ -125,6 +125,212 @@ def setup_qemu(platform: PlatformOpt = None) -> int:
 
 
 @app.command()
+def train(config: ConfigOpt = None, as_json: JsonOpt = False) -> int:
+    """Train the model (or reuse an unchanged run), gate it against the alias (default
+    champion) with MLflow, and register it if it passed. Never moves the alias. Exit 1 if the
+    gate failed."""
+    from ci.commands.train import print_result, run_train
+
+    result = run_train(_load(config))
+    if as_json:
+        _echo_json({**result.model_dump(mode="json"), "ok": result.passed})
+    else:
+        print_result(result, _console())
+    return errors.EXIT_OK if result.passed else errors.EXIT_FAILED
+
+
+@app.command()
+def build(
+    config: ConfigOpt = None,
+    platform: PlatformOpt = None,
+    as_json: JsonOpt = False,
+    no_publish: Annotated[bool, typer.Option(
+        "--no-publish", help="Test and build only: push nothing, move no tag")] = False,
+) -> int:
+    """Test and build every platform on its runner (Docker engine), then publish the
+    multi-arch index and move the release tags only if ALL platforms passed."""
+    from ci.commands.build import check_publishable, publish_results, run_jobs
+    from ci.reports import results as report
+
+    loaded = _load(config)
+    only = _platforms(platform)
+    check_publishable(loaded, only, not no_publish)
+    prepared, results = run_jobs(
+        loaded, only=only, push=not no_publish,
+        on_result=None if as_json else lambda r: _console(stderr=True).print(
+            f"{r.platform}: {r.status} on {r.runner} ({r.placement}, {r.seconds:.1f} s)"),
+    )
+    published = None
+    if not no_publish:
+        try:
+            published = publish_results(loaded, results,
+                                        expected=[j.platform for j in prepared.plan.jobs])
+        except errors.CIError as exc:
+            _report_refusal(results, exc, as_json)
+            raise
+    if as_json:
+        _echo_json(report.to_json(results, published))
+    else:
+        report.print_results(results, _console(), published)
+    return errors.EXIT_OK if all(r.status == "passed" for r in results) else errors.EXIT_FAILED
+
+
+def _report_refusal(results: list[Any], exc: errors.CIError, as_json: bool) -> None:
+    from ci.reports import results as report
+
+    if as_json:
+        _echo_json(report.to_json(results, None, exc.message))
+    elif results:
+        report.print_results(results, _console())
+
+
+@app.command()
+def job(
+    platform: Annotated[str, typer.Option("--platform", "-p", help="The one platform to run")],
+    config: ConfigOpt = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Result file (default result-<os>-<arch>.json)")] = None,
+    engine: Annotated[str, typer.Option("--engine", help="Engine: docker")] = "docker",
+    run_id: Annotated[str | None, typer.Option(
+        "--run-id", help="Run id shared by the legs (default: the CI run id or MACI_RUN_ID)")]
+    = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Run ONE platform job (a CI matrix leg): test, build, push by digest (no tag), and
+    write the result JSON for `ci merge`. Exit 1 if the job failed."""
+    from ci.commands.job import run_job
+    from ci.reports import results as report
+
+    result, path = run_job(_load(config), platform, output=output, engine=engine,
+                           run_id=run_id)
+    if as_json:
+        _echo_json(report.to_json([result]))
+    else:
+        report.print_results([result], _console())
+        _console().print(f"result written to {path}")
+    return errors.EXIT_OK if result.ok else errors.EXIT_FAILED
+
+
+@app.command()
+def merge(
+    files: Annotated[list[Path], typer.Argument(help="Result files written by `ci job`")],
+    config: ConfigOpt = None,
+    platform: PlatformOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Assemble the multi-arch index from `ci job` results and move the release tags;
+    refuses (exit 1, nothing published) if a platform failed, is missing or mismatched."""
+    from ci.commands.merge import loadable_results, run_merge
+    from ci.reports import results as report
+
+    try:
+        results, published = run_merge(
+            _load(config), files,
+            expected=[str(p) for p in _platforms(platform)] if platform else None,
+        )
+    except errors.CIError as exc:
+        _report_refusal(loadable_results(files), exc, as_json)
+        raise
+    if as_json:
+        _echo_json(report.to_json(results, published))
+    else:
+        report.print_results(results, _console(), published)
+    return errors.EXIT_OK
+
+
+@app.command()
+def run(
+    pipeline: Annotated[str, typer.Argument(help="Pipeline module in pipelines/")] = "release",
+    config: ConfigOpt = None,
+    platform: PlatformOpt = None,
+    engine: EngineOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Deploy prints the diff; "
+                                          "no deploy commit, no promotion")] = False,
+    as_json: JsonOpt = False,
+) -> int:
+    """Run the whole release: plan, train + gate, platform jobs, smoke, verdict, publish,
+    deploy, promote, notify. Nothing moves unless every gate passed."""
+    from ci.commands.run import run_pipeline
+
+    code, result, error = run_pipeline(
+        _load(config), pipeline, engine=_engine(engine), only=_platforms(platform),
+        dry_run=dry_run,
+    )
+    if as_json:
+        _echo_json(result.outcome())
+    elif result.verdict is not None:
+        from ci.reports.summary import print_summary
+
+        print_summary(
+            _console(), result.verdict,
+            index_digest=result.published.digest if result.published else None,
+            tags=result.published.tags if result.published else (),
+            deploy_commit=result.deployed.commit if result.deployed else None,
+            promoted_version=result.promoted.version if result.promoted else None,
+            notifications=result.notified,
+        )
+        if result.deployed is not None and result.deployed.dry_run:
+            sys.stdout.write(redact(result.deployed.diff))
+    if error is not None:
+        raise error
+    return code
+
+
+@app.command()
+def deploy(
+    index: Annotated[str, typer.Option("--index", help="Index reference repo[:tag]@sha256:... "
+                                       "or just the digest sha256:...")],
+    model_version: Annotated[str | None, typer.Option("--model-version")] = None,
+    config: ConfigOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the diff, push nothing")]
+    = False,
+    as_json: JsonOpt = False,
+) -> int:
+    """Pin the deploy manifests to the index digest (and model version), commit, push."""
+    from ci import ci_env, gitops
+
+    conf = _load(config)
+    ref = index if "@" in index else f"{conf.project.image}@{index}"
+    if not ref.split("@", 1)[1].startswith("sha256:"):
+        raise errors.UsageError(f"--index: {index!r} is not a digest reference")
+    gitops.init_remote(conf)
+    source = ci_env.detect(os.environ, conf.root_path)
+    top = conf.root_path
+    result = gitops.deploy(conf, source, ref, model_version, dry_run=dry_run, source_repo=top)
+    if as_json:
+        from ci.orchestrator import _deploy_dict
+
+        _echo_json(_deploy_dict(result))
+    elif dry_run:
+        sys.stdout.write(redact(result.diff))
+    else:
+        sys.stdout.write(f"deployed {ref} to {result.branch}: {result.commit} "
+                         f"({result.attempts} push(es))\n")
+    return errors.EXIT_OK
+
+
+@app.command()
+def promote(
+    model_version: Annotated[str, typer.Option("--model-version", help="Registered version")],
+    deploy_commit: Annotated[str, typer.Option("--deploy-commit",
+                                               help="The deploy commit that landed")] = "",
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Move the MLflow alias (e.g. champion) to a version that passed the gate; run it only
+    after the deploy commit landed."""
+    from ci import model_stage
+
+    result = model_stage.promote(_load(config), model_version, deploy_commit)
+    if as_json:
+        _echo_json(result.model_dump(mode="json"))
+    else:
+        sys.stdout.write(f"{result.registered_model}: {result.alias} → version {result.version}"
+                         f" (was {result.previous_version or 'unset'})\n")
+    return errors.EXIT_OK
+
+
+@app.command()
 def version() -> int:
     """Print the version."""
     from ci import __version__

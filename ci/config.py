@@ -140,7 +140,7 @@ class TestConfig(_Model):
 class MetricThresholdConfig(_Model):
     threshold: float | None = None
     min_absolute_change: float | None = Field(default=None, ge=0)
-    min_relative_change: float | None = Field(default=None, ge=0)
+    min_relative_change: float | None = Field(default=None, ge=0, le=1)
     greater_is_better: bool = True
 
     @model_validator(mode="after")

@@ -1,0 +1,71 @@
+"""`ci train`: train (or reuse), gate vs the alias, register; print the gate decision.
+
+The alias is never moved here: promotion belongs to the release, after the deploy commit.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from ci import ci_env
+from ci.config import Config
+from ci.model_stage import ModelStageResult, train_and_gate
+from ci.results import SourceInfo
+
+
+def new_run_id(source: SourceInfo) -> str:
+    """The CI system's run id (or MACI_RUN_ID), else a fresh local one, as `ci build` does."""
+    if source.run_id:
+        return source.run_id
+    return f"local-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
+
+
+def run_train(config: Config, environ: Mapping[str, str] | None = None) -> ModelStageResult:
+    """The model stage alone, with lineage from the CI system or the local git checkout."""
+    env = dict(os.environ if environ is None else environ)
+    source = ci_env.detect(env, config.root_path)
+    return train_and_gate(config, source, new_run_id(source), environ=env)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def print_result(result: ModelStageResult, console: Any) -> None:
+    """The gate decision as a table, then what happened to the run and the registry."""
+    from rich.table import Table
+
+    t = result.training
+    d = result.decision
+    console.print(t.message)
+    against = (f"{result.alias} = version {d.champion_version}" if d.compared_with_champion
+               else "absolute thresholds")
+    table = Table(title=f"gate: run {t.run_id[:12]} vs {against}", title_justify="left")
+    for col in ("metric", "candidate", result.alias, "delta", "bounds", "result"):
+        table.add_column(col)
+    for c in d.checks:
+        mark = "[green]pass[/]" if c.passed else "[red]FAIL[/]"
+        table.add_row(c.metric, _fmt(c.candidate), _fmt(c.baseline),
+                      "-" if c.delta is None else f"{c.delta:+.4f}", c.bounds, mark)
+    checked = {c.metric for c in d.checks}
+    for name in sorted(set(d.metrics) - checked):
+        table.add_row(name, _fmt(d.metrics[name]), _fmt(d.baseline.get(name)),
+                      "-" if name not in d.deltas else f"{d.deltas[name]:+.4f}", "-", "info")
+    console.print(table)
+    for note in d.notes:
+        console.print(f"note: {note}")
+    for reason in d.reasons:
+        console.print(f"[red]reason[/]: {reason}")
+    if result.version:
+        verb = "registered" if result.new_version else "already registered as"
+        console.print(f"[green]gate passed[/]: {verb} {result.model_uri} "
+                      f"(alias {result.alias!r} not moved; the release promotes after deploy)")
+    else:
+        console.print(f"[red]gate failed[/]: nothing registered, alias {result.alias!r} untouched")
+    console.print(f"time: {result.seconds.get('total', 0):.1f} s total, "
+                  f"{result.seconds.get('overhead', 0):.1f} s beyond the training script"
+                  f" — tracking {result.tracking_uri}")

@@ -1,0 +1,1 @@
+"""The wine classifier's serving app: stdlib only, so the image needs nothing but python3."""

@@ -1,0 +1,1 @@
+"""Pipeline definitions users read and copy; each is built from the `ci` library."""

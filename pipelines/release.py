@@ -1,0 +1,56 @@
+"""The release pipeline: the ONE place the release order lives.
+
+    plan → model stage (train/reuse + gate + register) → platform jobs (test, build, push by
+    digest; native or emulated, in parallel) → smoke test per platform → verdict →
+    deploy preflight → publish (index + tags) → deploy (GitOps commit) → promote (alias) →
+    notify
+
+Nothing user-visible moves before the verdict passed and the deploy preflight accepted the
+release. The model stage runs before the image builds because the serving image embeds the
+exact registered model version.
+
+Run it as `ci run release` (or just `ci run`), or under Dagger as
+`dagger run python -m pipelines.release` (the Dagger session in the environment is used).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ci.errors import CIError, GateFailed
+from ci.orchestrator import ReleaseRun
+
+
+def pipeline(run: ReleaseRun) -> int:
+    """Run every stage in order; returns the exit code (0 released, 1 rejected/failed)."""
+    run.plan()
+    run.model_stage()
+    run.platform_jobs()
+    run.smoke()
+    verdict = run.decide()
+    if not verdict.passed:
+        run.notify()
+        raise GateFailed("release rejected, nothing published: " + "; ".join(verdict.reasons))
+    try:
+        run.preflight_deploy()
+        run.publish()
+        run.deploy()
+        run.promote()
+    except CIError as exc:
+        run.failure = exc.message
+        run.notify(error=exc.message)
+        raise
+    run.notify()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipelines.release [ci run options]` — same as `ci run release`."""
+    from ci.cli import main as cli_main
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    return cli_main(["run", "release", *args])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
