@@ -1,0 +1,40 @@
+"""`ci job --platform P`: one platform job (a CI matrix leg) → a PlatformResult JSON file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from ci import platforms
+from ci.commands.build import execute, prepare
+from ci.config import Config
+from ci.errors import UsageError
+from ci.results import PlatformResult
+
+
+def default_output(platform: str) -> Path:
+    return Path(f"result-{platforms.parse(platform).slug}.json")
+
+
+def run_job(
+    config: Config,
+    platform: str,
+    *,
+    output: Path | None = None,
+    engine: str = "docker",
+    environ: Mapping[str, str] | None = None,
+    run_id: str | None = None,
+) -> tuple[PlatformResult, Path]:
+    """Plan just this platform, run its job (push by digest, no tag) and write the result."""
+    env = dict(os.environ if environ is None else environ)
+    wanted = platforms.parse(platform)
+    if str(wanted) not in config.project.platforms:
+        raise UsageError(f"--platform {platform}: not one of the project's platforms "
+                         f"({', '.join(config.project.platforms)})")
+    prepared = prepare(config, only=[wanted], engine=engine, environ=env, run_id=run_id)
+    [result] = execute(prepared, config, engine=engine, push=True, environ=env)
+    path = output or default_output(str(wanted))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(result.model_dump_json(indent=2) + "\n")
+    return result, path

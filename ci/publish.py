@@ -1,0 +1,247 @@
+"""Publish: per-platform digests → one multi-arch index → release tags, all or nothing.
+
+Shared by `ci merge` (results from CI matrix legs), `ci build` and every engine's in-process
+path. It refuses, touching nothing, unless every expected platform passed with a digest and
+the results belong together (same project, image, commit and schema). A registry has no
+transactions, so the writes are ordered: the index is PUT by digest (no tag sees it),
+re-read and checked to hold exactly the expected platforms, then each tag is moved; if a
+tag write fails, the tags already moved are rolled back and the error names what moved.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ci import platforms
+from ci.errors import GateFailed, RegistryError
+from ci.jobs import LABEL_CREATED, LABEL_REVISION, LABEL_RUN_ID, LABEL_SOURCE
+from ci.registry import (
+    OCI_INDEX,
+    ImageRef,
+    Manifest,
+    RegistryClient,
+    digest_of,
+    platform_str,
+)
+from ci.results import RESULT_SCHEMA, PlatformResult
+
+
+class PublishResult(BaseModel):
+    """What a publish wrote: the index digest, its platforms and the tags now pointing to it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    image: str
+    digest: str
+    tags: list[str]
+    platforms: list[str]
+    manifests: dict[str, str] = Field(description="platform → per-platform image digest")
+    annotations: dict[str, str] = Field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def reference(self) -> str:
+        return f"{self.image}@{self.digest}"
+
+
+class TagMoveError(RegistryError):
+    """A tag write failed; says which tags moved, which were rolled back, which were not."""
+
+    def __init__(
+        self, message: str, *, moved: list[str], rolled_back: list[str], not_moved: list[str],
+    ) -> None:
+        super().__init__(message)
+        self.moved = moved
+        self.rolled_back = rolled_back
+        self.not_moved = not_moved
+
+
+def build_index(
+    client: RegistryClient, repo: str, digests: Mapping[str, str],
+    annotations: Mapping[str, str],
+) -> bytes:
+    """OCI index bytes for {platform: digest}; each entry's platform must match its config."""
+    entries = []
+    for platform, digest in sorted(digests.items()):
+        desc = client.descriptor(repo, digest)
+        found = platform_str(desc["platform"])
+        if found != str(platforms.parse(platform)):
+            raise RegistryError(
+                f"{repo}@{digest} was pushed for {platform} but its config says {found}"
+            )
+        entries.append(desc)
+    index: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+    if annotations:
+        index["annotations"] = {k: v for k, v in sorted(annotations.items()) if v}
+    return json.dumps(index, indent=2).encode()
+
+
+def verify_index(
+    client: RegistryClient, repo: str, ref: str, expected: Sequence[str]
+) -> list[str]:
+    """Fail unless the index at `ref` holds exactly the expected platforms."""
+    found = client.index_platforms(repo, ref)
+    want = sorted(str(platforms.parse(p)) for p in expected)
+    if sorted(found) != want or len(set(found)) != len(found):
+        raise RegistryError(f"index {repo}:{ref} holds {sorted(found)}, expected {want}")
+    return found
+
+
+def move_tags(
+    client: RegistryClient, repo: str, tags: Sequence[str], manifest: Manifest
+) -> list[str]:
+    """Point every tag at `manifest`; on a failure, roll back the ones already moved."""
+    before = {tag: _current(client, repo, tag) for tag in tags}
+    moved: list[str] = []
+    for tag in tags:
+        try:
+            client.put_manifest(repo, tag, manifest.body, manifest.media_type)
+        except RegistryError as exc:
+            rolled, stuck = _roll_back(client, repo, moved, before)
+            not_moved = [t for t in tags if t not in moved]
+            if not stuck:
+                head = "no tag moved" + (f" (rolled back {', '.join(rolled)})" if rolled else "")
+            else:
+                head = f"tags LEFT MOVED to the new index: {', '.join(stuck)}"
+            raise TagMoveError(
+                f"{head}; failed at tag {tag!r}: {exc.message}", moved=stuck,
+                rolled_back=rolled, not_moved=not_moved,
+            ) from None
+        moved.append(tag)
+    for tag in tags:
+        got = client.resolve(repo, tag)
+        if got != manifest.digest:
+            raise TagMoveError(f"tag {tag!r} points to {got} after writing {manifest.digest}",
+                               moved=moved, rolled_back=[], not_moved=[])
+    return moved
+
+
+def _current(client: RegistryClient, repo: str, tag: str) -> Manifest | None:
+    return client.get_manifest(repo, tag) if client.resolve(repo, tag) else None
+
+
+def _roll_back(
+    client: RegistryClient, repo: str, moved: list[str], before: Mapping[str, Manifest | None]
+) -> tuple[list[str], list[str]]:
+    """Undo moved tags: remove new ones first, then restore the old targets."""
+    rolled: list[str] = []
+    stuck: list[str] = []
+    for tag in [t for t in moved if before.get(t) is None]:
+        try:
+            client.remove_tag(repo, tag)
+            rolled.append(tag)
+        except RegistryError:
+            stuck.append(tag)
+    for tag in [t for t in moved if before.get(t) is not None]:
+        old = before[tag]
+        assert old is not None
+        try:
+            client.put_manifest(repo, tag, old.body, old.media_type)
+            rolled.append(tag)
+        except RegistryError:
+            stuck.append(tag)
+    return rolled, stuck
+
+
+def _describe(result: PlatformResult) -> str:
+    if result.failure:
+        return f"{result.platform} ({result.status} in {result.failure.step}: "\
+               f"{result.failure.message})"
+    if result.status == "passed":
+        return f"{result.platform} (passed but pushed no digest)"
+    return f"{result.platform} ({result.status})"
+
+
+def check_set(results: Sequence[PlatformResult], image: str | None = None) -> None:
+    """Refuse results that do not belong to one release (raises GateFailed)."""
+    problems: list[str] = []
+    if not results:
+        raise GateFailed("refusing to publish: no platform results")
+    versions = sorted({r.schema_version for r in results})
+    if versions != [RESULT_SCHEMA]:
+        problems.append(f"result schema versions {versions}, this ci reads {RESULT_SCHEMA}")
+    for label, values in (
+        ("projects", {r.project for r in results}),
+        ("images", {r.image for r in results} | ({image} if image else set())),
+        ("source commits", {r.source.sha for r in results}),
+    ):
+        if len(values) > 1:
+            problems.append(f"mixed {label}: {', '.join(sorted(v or '(none)' for v in values))}")
+    counts = Counter(str(platforms.parse(r.platform)) for r in results)
+    dupes = sorted(p for p, n in counts.items() if n > 1)
+    if dupes:
+        problems.append(f"duplicated platform(s): {', '.join(dupes)}")
+    if problems:
+        raise GateFailed("refusing to publish a mismatched set of results: " + "; ".join(problems))
+
+
+def check_gate(results: Sequence[PlatformResult], expected: Sequence[str]) -> None:
+    """Refuse unless every expected platform has a passed result with a digest, and no more."""
+    wanted = [str(platforms.parse(p)) for p in expected]
+    by_platform = {str(platforms.parse(r.platform)): r for r in results}
+    failed = [_describe(by_platform[p]) for p in wanted if p in by_platform
+              and not by_platform[p].ok]
+    missing = [p for p in wanted if p not in by_platform]
+    extra = sorted(set(by_platform) - set(wanted))
+    parts = []
+    if failed:
+        parts.append("failed: " + "; ".join(failed))
+    if missing:
+        parts.append("missing: " + ", ".join(missing))
+    if extra:
+        parts.append("not expected: " + ", ".join(extra))
+    if parts:
+        raise GateFailed("nothing published; " + " | ".join(parts))
+
+
+def index_annotations(results: Sequence[PlatformResult], created: str = "") -> dict[str, str]:
+    """OCI annotations for the index: source, revision, created and the run id(s)."""
+    first = results[0] if results else None
+    run_ids = sorted({r.run_id for r in results if r.run_id})
+    values = {
+        LABEL_SOURCE: first.source.repository_url if first else "",
+        LABEL_REVISION: first.source.sha if first else "",
+        LABEL_CREATED: created,
+        LABEL_RUN_ID: ",".join(run_ids),
+    }
+    return {k: v for k, v in values.items() if v}
+
+
+def publish(
+    results: Sequence[PlatformResult],
+    expected_platforms: Sequence[str],
+    image: str,
+    tags: Sequence[str],
+    annotations: dict[str, str],
+    registry_client: RegistryClient,
+) -> PublishResult:
+    """Assemble and tag the index, or raise (GateFailed before any write, RegistryError after).
+
+    Order matters: the index is written by digest (no tag sees it), re-read and checked to
+    hold exactly the expected platforms, and only then are tags moved (rolled back on error).
+    """
+    started = time.monotonic()
+    check_set(results, image)
+    check_gate(results, expected_platforms)
+    ref = ImageRef.parse(image)
+    digests = {str(platforms.parse(r.platform)): str(r.digest) for r in results}
+    body = build_index(registry_client, ref.repository, digests, annotations)
+    digest = registry_client.put_manifest(ref.repository, digest_of(body), body, OCI_INDEX)
+    found = verify_index(registry_client, ref.repository, digest, list(digests))
+    moved = move_tags(registry_client, ref.repository, list(tags),
+                      Manifest(digest, OCI_INDEX, body))
+    return PublishResult(
+        image=image,
+        digest=digest,
+        tags=moved,
+        platforms=sorted(found),
+        manifests=digests,
+        annotations=dict(annotations),
+        seconds=round(time.monotonic() - started, 3),
+    )

@@ -1,0 +1,3 @@
+from app import machine
+
+print(f"sampleapp on {machine()}")

@@ -1,0 +1,107 @@
+"""ci.publish: the refusal logic (pure; the registry is never reached when it refuses)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ci.errors import GateFailed
+from ci.publish import check_gate, check_set, index_annotations, publish
+from ci.registry import RegistryClient
+from ci.results import FailureDetail, PlatformResult, SourceInfo
+
+DIGEST = "sha256:" + "a" * 64
+IMAGE = "127.0.0.1:9/team/app"
+
+
+def result(platform: str = "linux/amd64", status: str = "passed",
+           digest: str | None = DIGEST, **kw: Any) -> PlatformResult:
+    base: dict[str, Any] = dict(
+        project="app", image=IMAGE, platform=platform, runner="local", engine="docker",
+        placement="native", status=status, digest=digest, run_id="r1",
+        source=SourceInfo(sha="c0ffee", repository_url="https://git.example/app"),
+    )
+    base.update(kw)
+    return PlatformResult(**base)
+
+
+class Unreachable(RegistryClient):
+    """A client whose every request fails the test: refusals must not touch the registry."""
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the registry was contacted")
+
+
+def refuse(results: list[PlatformResult], expected: list[str]) -> str:
+    with pytest.raises(GateFailed) as info:
+        publish(results, expected, IMAGE, ["latest"], {}, Unreachable("127.0.0.1:9"))
+    return info.value.message
+
+
+def test_failed_platform_is_named_and_nothing_written() -> None:
+    failed = result("linux/arm64", "failed", None,
+                    failure=FailureDetail(step="test", message="tests failed on linux/arm64"))
+    msg = refuse([result("linux/amd64"), failed], ["linux/amd64", "linux/arm64"])
+    assert msg.startswith("nothing published")
+    assert "linux/arm64 (failed in test: tests failed on linux/arm64)" in msg
+    assert "linux/amd64" not in msg
+
+
+def test_missing_platform_is_named() -> None:
+    assert "missing: linux/arm64" in refuse([result("linux/amd64")],
+                                            ["linux/amd64", "linux/arm64"])
+
+
+def test_passed_without_digest_is_refused() -> None:
+    msg = refuse([result("linux/amd64", digest=None)], ["linux/amd64"])
+    assert "passed but pushed no digest" in msg
+
+
+def test_error_result_is_refused() -> None:
+    assert "linux/amd64 (error)" in refuse([result("linux/amd64", "error", None)],
+                                           ["linux/amd64"])
+
+
+def test_unexpected_platform_is_refused() -> None:
+    msg = refuse([result("linux/amd64"), result("linux/s390x")], ["linux/amd64"])
+    assert "not expected: linux/s390x" in msg
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    ({"project": "other"}, "mixed projects"),
+    ({"image": "127.0.0.1:9/team/other"}, "mixed images"),
+    ({"source": SourceInfo(sha="deadbeef")}, "mixed source commits"),
+    ({"schema_version": 99}, "schema versions"),
+    ({"platform": "linux/amd64"}, "duplicated platform(s): linux/amd64"),
+])
+def test_mismatched_sets_are_refused(change: dict[str, Any], words: str) -> None:
+    second = result(**{"platform": "linux/arm64", **change})
+    msg = refuse([result("linux/amd64"), second], ["linux/amd64", "linux/arm64"])
+    assert "mismatched" in msg and words in msg
+
+
+def test_aliases_count_as_one_platform() -> None:
+    with pytest.raises(GateFailed, match="duplicated"):
+        check_set([result("linux/arm64"), result("linux/arm64/v8")])
+
+
+def test_empty_set_is_refused() -> None:
+    with pytest.raises(GateFailed, match="no platform results"):
+        check_set([])
+
+
+def test_complete_set_passes_the_gate() -> None:
+    check_set([result("linux/amd64"), result("arm64")], IMAGE)
+    check_gate([result("linux/amd64"), result("aarch64")], ["linux/amd64", "linux/arm64"])
+
+
+def test_index_annotations() -> None:
+    ann = index_annotations([result("linux/amd64"), result("linux/arm64", run_id="r2")],
+                            "2026-01-01T00:00:00Z")
+    assert ann == {
+        "org.opencontainers.image.source": "https://git.example/app",
+        "org.opencontainers.image.revision": "c0ffee",
+        "org.opencontainers.image.created": "2026-01-01T00:00:00Z",
+        "dev.maci.run-id": "r1,r2",
+    }
