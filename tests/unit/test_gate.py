@@ -170,11 +170,24 @@ def test_no_thresholds_passes_with_a_note() -> None:
     assert any("no metric thresholds" in n for n in d.notes)
 
 
-def test_mlflow_refusing_a_threshold_is_a_config_error() -> None:
+def test_relative_change_above_one_is_refused_by_the_config() -> None:
+    """MLflow refuses min_relative_change > 1; the config says so up front, naming the field."""
+    from ci import config as cfg
+
+    text = """
+[project]
+name = "svc"
+image = "127.0.0.1:5000/svc"
+[model]
+train_command = "python train.py"
+registered_model = "m"
+[model.thresholds.accuracy]
+min_relative_change = 1.5
+"""
     with pytest.raises(ConfigError) as err:
-        run({"accuracy": T(min_relative_change=1.5)}, {"accuracy": 0.9}, champion={"accuracy": 0.8})
-    assert err.value.problems[0].path == "model.thresholds.accuracy"
-    assert "between 0 and 1" in err.value.problems[0].reason
+        cfg.loads(text)
+    assert err.value.problems[0].path == "model.thresholds.accuracy.min_relative_change"
+    assert err.value.problems[0].value == 1.5
 
 
 # ---------------------------------------------------------------- the decision as data
