@@ -362,7 +362,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(redact(traceback.format_exc()))
         sys.stderr.write("internal error (exit 3): please report this with the traceback\n")
         return errors.EXIT_INTERNAL
-    return int(rc) if isinstance(rc, int) else errors.EXIT_OK
+    code = int(rc) if isinstance(rc, int) else errors.EXIT_OK
+    if code == errors.EXIT_INTERRUPTED:  # typer turns Ctrl-C into a plain 130
+        sys.stderr.write("interrupted: nothing was published\n")
+    return code
 
 
 if __name__ == "__main__":

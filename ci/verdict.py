@@ -105,10 +105,12 @@ def decide(
     """Combine every gate into one verdict; `passed` only if every gate passed."""
     reasons = list(extra_reasons or [])
     by_platform = {r.platform: r for r in platforms}
+    skipped = not platforms and bool(extra_reasons)  # jobs were skipped: say why once
     for p in expected_platforms:
         r = by_platform.get(p)
         if r is None:
-            reasons.append(f"{p}: no result")
+            if not skipped:
+                reasons.append(f"{p}: no result")
         elif not r.ok:
             if r.failure:
                 why = r.failure.message

@@ -30,7 +30,10 @@ def pipeline(run: ReleaseRun) -> int:
     verdict = run.decide()
     if not verdict.passed:
         run.notify()
-        raise GateFailed("release rejected, nothing published: " + "; ".join(verdict.reasons))
+        first = verdict.reasons[0] if verdict.reasons else "a gate failed"
+        more = f" (+{len(verdict.reasons) - 1} more reasons in the verdict)" \
+            if len(verdict.reasons) > 1 else ""
+        raise GateFailed(f"release rejected, nothing published: {first}{more}")
     try:
         run.preflight_deploy()
         run.publish()

@@ -15,12 +15,15 @@ No release tag is ever touched here.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import logging
 import os
 import secrets
+import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -214,6 +217,29 @@ class DockerEngine:
             ), summary)
         return summary
 
+    @contextlib.contextmanager
+    def _push_auth(self, registry: str) -> Iterator[None]:
+        """Credentials for `docker push` in a private, temporary DOCKER_CONFIG (mode 0700),
+        never `docker login` into the user's config and never on a command line."""
+        creds = self.registry.credentials if self.registry else None
+        if creds is None:
+            yield
+            return
+        saved = self.env.get("DOCKER_CONFIG")
+        with tempfile.TemporaryDirectory(prefix="maci-docker-config-") as folder:
+            token = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
+            path = Path(folder) / "config.json"
+            path.touch(mode=0o600)
+            path.write_text(json.dumps({"auths": {registry: {"auth": token}}}))
+            self.env["DOCKER_CONFIG"] = folder
+            try:
+                yield
+            finally:
+                if saved is None:
+                    self.env.pop("DOCKER_CONFIG", None)
+                else:
+                    self.env["DOCKER_CONFIG"] = saved
+
     def push_by_digest(self, spec: JobSpec, image_id: str, out: Path) -> str:
         """Push under a unique temporary tag, read the digest, delete the temporary tag."""
         if self.registry is None:
@@ -224,7 +250,8 @@ class DockerEngine:
         tagged = f"{spec.image}:{tmp}"
         self.docker(["tag", image_id, tagged], step="tag")
         try:
-            res = self.docker(["push", tagged], step="push", timeout=PUSH_TIMEOUT)
+            with self._push_auth(ref.registry):
+                res = self.docker(["push", tagged], step="push", timeout=PUSH_TIMEOUT)
             (out / "push.log").write_text(res.stdout + res.stderr)
             digest = self.registry.resolve(ref.repository, tmp)
             if not digest:
