@@ -273,7 +273,7 @@ class _Run:
         """Apply the manifest edits to the work tree; (changed files, changes)."""
         files: list[str] = []
         changes: list[Change] = []
-        matched = 0
+        images = 0
         for name in self.dc.manifests:
             path = self.git.cwd / name
             if not path.resolve().is_relative_to(self.git.cwd.resolve()):
@@ -284,12 +284,12 @@ class _Run:
                 edit = update_manifest(path.read_text(), self.target, file=name)
             except ManifestError as exc:
                 raise GitOpsError(str(exc)) from None
-            matched += edit.matched
+            images += edit.images
             if edit.changed:
                 path.write_text(edit.text)
                 changes += edit.changes
                 files.append(name)
-        if not matched:
+        if not images:  # model args alone would deploy nothing: the manifests name another image
             names = ", ".join(self.dc.manifests)
             raise GitOpsError(f"none of {names} refers to image {self.target.repository}")
         return files, changes

@@ -99,6 +99,7 @@ class Edit:
     text: str
     changes: tuple[Change, ...]
     matched: int
+    images: int = 0  # how many of `matched` are image references (not model-version args)
 
     @property
     def changed(self) -> bool:
@@ -161,6 +162,7 @@ class _Doc:
     ops: list[_Op] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     matched: int = 0
+    images: int = 0
 
     def op(self, op: _Op, old: str | None, new: str | None, where: str) -> None:
         at = len([o for o in self.ops if o.mapping.start_mark.index <= op.mapping.start_mark.index])
@@ -215,6 +217,7 @@ def _kustomize_images(doc: _Doc, root: MappingNode, t: Target) -> None:
         if not (same_repo(name, t.repository) or (new_name and same_repo(new_name, t.repository))):
             continue
         doc.matched += 1
+        doc.images += 1
         if new_name is not None and not same_repo(new_name, t.repository):
             _set(doc, entry, path, "newName", t.repository)
         has_tag, has_digest = _get(entry, "newTag") is not None, _get(entry, "digest") is not None
@@ -241,6 +244,7 @@ def _containers(doc: _Doc, root: MappingNode, kind: str, t: Target) -> None:
             image = _text(_get(c, "image"))
             if image is not None and refers_to(image, t.repository):
                 doc.matched += 1
+                doc.images += 1
                 _set(doc, c, (*spec_path, group, i), "image", t.image)
 
 
@@ -460,7 +464,7 @@ def update_manifest(text: str, target: Target, *, file: str = "") -> Edit:
     """Point every reference to `target.repository` in `text` at the digest; same text if nothing moves."""
     out: list[str] = []
     changes: list[Change] = []
-    matched, index = 0, 0
+    matched, images, index = 0, 0, 0
     for start, end in _chunks(text):
         chunk = text[start:end]
         try:
@@ -474,6 +478,7 @@ def update_manifest(text: str, target: Target, *, file: str = "") -> Edit:
         index += len(roots)
         ops = [(i, op) for i, doc in enumerate(planned) for op in doc.ops]
         matched += sum(doc.matched for doc in planned)
+        images += sum(doc.images for doc in planned)
         changes += [c for doc in planned for c in doc.changes]
         if not ops:
             out.append(chunk)
@@ -487,4 +492,4 @@ def update_manifest(text: str, target: Target, *, file: str = "") -> Edit:
         for a, b, new in sorted(reversed(flat), key=lambda e: e[0], reverse=True):
             chunk = chunk[:a] + new + chunk[b:]
         out.append(chunk)
-    return Edit("".join(out) if changes else text, tuple(changes), matched)
+    return Edit("".join(out) if changes else text, tuple(changes), matched, images)

@@ -1,0 +1,110 @@
+"""Isolated copies of examples/wine: own folder, own git history, own state, own image repo.
+
+Every benchmark sample that must do real work gets a fresh copy (or a new commit) whose
+app code carries a nonce, so BuildKit cannot serve the app/test layers from cache; the base
+stage (FROM + useradd) stays cached, as on any runner that built the project before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "wine"
+VENV_BIN = Path(sys.executable).parent
+CI = str(VENV_BIN / "ci") if (VENV_BIN / "ci").exists() else "ci"
+NONCE_FILE = "app/__init__.py"
+EXAMPLE_IMAGE = "127.0.0.1:5000/examples/wine"
+GIT_ENV = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
+           "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}
+# variables that would make `ci` read another CI system's context or another config
+_DROP_PREFIXES = ("GITHUB_", "GITLAB_", "CI_", "MACI_", "DOCKER_", "MLFLOW_", "RUNNER_")
+_DROP = {"CI", "GITHUB_ACTIONS", "GITLAB_CI"}
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """os.environ without CI-system, MACI_, DOCKER_ and MLFLOW_ variables, plus `extra`."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in _DROP and not k.startswith(_DROP_PREFIXES)}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env | (extra or {})
+
+
+def _git(cwd: Path, *args: str) -> str:
+    res = subprocess.run(["git", "-c", "commit.gpgsign=false", *args], cwd=cwd,
+                         capture_output=True, text=True, env=clean_env(GIT_ENV), timeout=60)
+    if res.returncode != 0:
+        raise RuntimeError(f"git {args[0]} in {cwd}: {res.stderr.strip()}")
+    return res.stdout.strip()
+
+
+@dataclass
+class Project:
+    """One copy of the example, pushing to `image` (a repository in the bench registry)."""
+
+    root: Path
+    image: str
+    config: str = "ci.toml"
+    env_extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, root: Path, image: str) -> Project:
+        shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns(
+            ".maci", "model", "__pycache__", "mlruns", ".pytest_cache"))
+        kustomization = root / "k8s" / "kustomization.yaml"
+        kustomization.write_text(kustomization.read_text().replace(EXAMPLE_IMAGE, image))
+        project = cls(root, image)
+        _git(root, "init", "-q", "-b", "main")
+        project.bump()
+        return project
+
+    def bump(self) -> str:
+        """A new commit whose app code differs (a nonce): new source sha, new app layers."""
+        path = self.root / NONCE_FILE
+        lines = [ln for ln in path.read_text().splitlines() if not ln.startswith("# bench nonce")]
+        path.write_text("\n".join([*lines, f"# bench nonce {secrets.token_hex(8)}"]) + "\n")
+        _git(self.root, "add", "-A")
+        _git(self.root, "commit", "-q", "--no-verify", "-m", "bench: new nonce")
+        return _git(self.root, "rev-parse", "HEAD")
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        return clean_env({"MACI_PROJECT__IMAGE": self.image, **self.env_extra, **(extra or {})})
+
+    def ci(self, *args: str, extra: dict[str, str] | None = None,
+           timeout: float = 900) -> Result:
+        """`ci ARGS -c CONFIG` in the copy; returns wall time, exit code, stdout, stderr."""
+        return timed([CI, *args, "-c", self.config], cwd=self.root, env=self.env(extra),
+                     timeout=timeout)
+
+
+@dataclass
+class Result:
+    seconds: float
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+    def check(self, what: str) -> Result:
+        if self.returncode != 0:
+            raise RuntimeError(f"{what} failed (exit {self.returncode}):\n"
+                               f"{self.stdout[-3000:]}\n{self.stderr[-3000:]}")
+        return self
+
+
+def timed(cmd: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
+          timeout: float = 900) -> Result:
+    started = time.perf_counter()
+    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return Result(round(time.perf_counter() - started, 3), res.returncode, res.stdout, res.stderr)
