@@ -24,11 +24,12 @@ MLFLOW_EXPERIMENT_NAME=wine MACI_PARAMS="$PARAMS" PYTHONHASHSEED=0 "$PY" train.p
   > "$STATE/train.log" 2>&1
 # ... and its serving artifact into the build context (the Dockerfile COPYs model/)
 "$PY" - <<'PY' > "$STATE/fetch.log" 2>&1
-import json, shutil
+import json, os, shutil
 from mlflow import MlflowClient
 client = MlflowClient()
 exp = client.get_experiment_by_name("wine")
 run = client.search_runs([exp.experiment_id], order_by=["start_time DESC"], max_results=1)[0]
+os.makedirs("model/.download", exist_ok=True)
 path = client.download_artifacts(run.info.run_id, "serving/model.json", "model/.download")
 shutil.move(path, "model/model.json")
 shutil.rmtree("model/.download")

@@ -110,7 +110,7 @@ def outcome(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     try:
         return json.loads(proc.stdout)  # type: ignore[no-any-return]
     except ValueError:
-        raise AssertionError(f"no JSON on stdout\nstdout: {proc.stdout}\nstderr: {proc.stderr}")
+        raise AssertionError(f"no JSON on stdout\nstdout: {proc.stdout}\nstderr: {proc.stderr}") from None
 
 
 def copy_example(dest: Path, image: str) -> Path:
