@@ -194,6 +194,9 @@ def job(
     run_id: Annotated[str | None, typer.Option(
         "--run-id", help="Run id shared by the legs (default: the CI run id or MACI_RUN_ID)")]
     = None,
+    model_version: Annotated[str | None, typer.Option(
+        "--model-version", help="Registered model version to embed (from `ci train --json`); "
+        "required when the config has a [model]")] = None,
     as_json: JsonOpt = False,
 ) -> int:
     """Run ONE platform job (a CI matrix leg): test, build, push by digest (no tag), and
@@ -202,7 +205,7 @@ def job(
     from ci.reports import results as report
 
     result, path = run_job(_load(config), platform, output=output, engine=engine,
-                           run_id=run_id)
+                           run_id=run_id, model_version=model_version)
     if as_json:
         _echo_json(report.to_json([result]))
     else:

@@ -6,6 +6,7 @@ args, labels and paths of a platform job are decided once, here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from ci import platforms
@@ -101,3 +102,17 @@ def spec_for(
         run_id=run_id,
         source=source,
     )
+
+
+def with_model(specs: list[JobSpec], build_args: Mapping[str, str]) -> list[JobSpec]:
+    """Specs whose release build embeds a registered model: MODEL_* build args + labels."""
+    labels = {
+        "dev.maci.model.name": build_args.get("MODEL_NAME", ""),
+        "dev.maci.model.version": build_args.get("MODEL_VERSION", ""),
+        "dev.maci.model.uri": build_args.get("MODEL_URI", ""),
+    }
+    return [
+        s.model_copy(update={"build_args": {**s.build_args, **build_args},
+                             "labels": {**s.labels, **{k: v for k, v in labels.items() if v}}})
+        for s in specs
+    ]

@@ -21,6 +21,7 @@ import anyio
 from ci.commands import build as jobs_cmd
 from ci.config import Config
 from ci.errors import CIError, GateFailed, TrackingError
+from ci.jobs import with_model
 from ci.platforms import Platform
 from ci.redact import redact
 from ci.reports.summary import Progress
@@ -124,12 +125,9 @@ class ReleaseRun:
             self._finished("model", "materialize", False, exc.message)
             return
         self._finished("model", "materialize", True, f"version {materialized.version}")
-        args = materialized.build_args()
         self.prepared = jobs_cmd.Prepared(
             self.prepared.plan, self.prepared.source, self.prepared.run_id,
-            [s.model_copy(update={"build_args": {**s.build_args, **args},
-                                  "labels": {**s.labels, **_model_labels(args)}})
-             for s in self.prepared.specs],
+            with_model(self.prepared.specs, materialized.build_args()),
             self.prepared.output_dir,
         )
 
@@ -366,14 +364,6 @@ class ReleaseRun:
             "notifications": (self.notified.model_dump(mode="json")
                               if hasattr(self.notified, "model_dump") else None),
         }
-
-
-def _model_labels(args: Mapping[str, str]) -> dict[str, str]:
-    return {
-        "dev.maci.model.name": args.get("MODEL_NAME", ""),
-        "dev.maci.model.version": args.get("MODEL_VERSION", ""),
-        "dev.maci.model.uri": args.get("MODEL_URI", ""),
-    }
 
 
 def _deploy_dict(result: Any) -> dict[str, Any] | None:

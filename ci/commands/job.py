@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ci import platforms
-from ci.commands.build import execute, prepare
+from ci.commands.build import Prepared, execute, prepare
 from ci.config import Config
 from ci.errors import UsageError
+from ci.jobs import with_model
 from ci.results import PlatformResult
 
 
@@ -25,6 +26,7 @@ def run_job(
     engine: str = "docker",
     environ: Mapping[str, str] | None = None,
     run_id: str | None = None,
+    model_version: str | None = None,
 ) -> tuple[PlatformResult, Path]:
     """Plan just this platform, run its job (push by digest, no tag) and write the result."""
     env = dict(os.environ if environ is None else environ)
@@ -32,7 +34,16 @@ def run_job(
     if str(wanted) not in config.project.platforms:
         raise UsageError(f"--platform {platform}: not one of the project's platforms "
                          f"({', '.join(config.project.platforms)})")
+    if config.model is not None and not model_version:
+        raise UsageError("--model-version is required: the config has a [model] and the image "
+                         "embeds the registered version (run `ci train --json` first)")
     prepared = prepare(config, only=[wanted], engine=engine, environ=env, run_id=run_id)
+    if model_version:
+        from ci.model_stage import materialize_model
+
+        model = materialize_model(config, model_version, environ=env)
+        prepared = Prepared(prepared.plan, prepared.source, prepared.run_id,
+                            with_model(prepared.specs, model.build_args()), prepared.output_dir)
     [result] = execute(prepared, config, engine=engine, push=True, environ=env)
     path = output or default_output(str(wanted))
     path.parent.mkdir(parents=True, exist_ok=True)

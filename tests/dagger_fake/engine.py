@@ -123,6 +123,8 @@ class FakeEngine:
         self.tokens: set[str] = set()
         self.invalid: list[str] = []
         self.published: list[tuple[str, str]] = []  # (session token, returned ref)
+        # address fragment → digest to answer from publish (tests pre-push real images there)
+        self.publish_digests: dict[str, str] = {}
 
     # ------------------------------------------------------------ sessions
 
@@ -224,6 +226,9 @@ class FakeEngine:
                 self.evaluate(self.objects[variant])
             seed = f"{parent.id}|{args['address']}|{args.get('platformVariants')}"
             ref = f"{args['address']}@sha256:{hashlib.sha256(seed.encode()).hexdigest()}"
+            for fragment, digest in self.publish_digests.items():
+                if fragment in args["address"]:
+                    ref = f"{args['address']}@{digest}"
             with self.lock:
                 self.published.append((token, ref))
             return ref

@@ -294,6 +294,30 @@ def test_sigint_during_a_build_exits_130_and_publishes_nothing(released: Project
     assert left == []
 
 
+def test_matrix_leg_embeds_the_registered_model(released: Project, tmp_path: Path) -> None:
+    """`ci job --model-version` (a CI matrix leg) builds the image with that exact version."""
+    env = released.env()
+    base = [sys.executable, "-m", "ci", "job", "--platform", "linux/amd64"]
+    missing = subprocess.run([*base, "-o", str(tmp_path / "r0.json")], cwd=released.path, env=env,
+                             capture_output=True, text=True, timeout=120, check=False)
+    assert missing.returncode == 2 and "--model-version is required" in missing.stderr
+    before = released.world()
+    leg = subprocess.run([*base, "--model-version", "1", "-o", str(tmp_path / "r1.json")],
+                         cwd=released.path, env=env, capture_output=True, text=True,
+                         timeout=600, check=False)
+    assert leg.returncode == 0, leg.stderr[-3000:]
+    result = json.loads((tmp_path / "r1.json").read_text())
+    assert result["status"] == "passed" and result["digest"].startswith("sha256:")
+    assert released.world() == before  # a leg pushes by digest only: no tag, no index
+    ref = f"{released.image}@{result['digest']}"
+    subprocess.run(["docker", "pull", ref], capture_output=True, check=True, timeout=300)
+    labels = json.loads(subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", ref],
+        capture_output=True, text=True, check=True).stdout)
+    assert labels["dev.maci.model.version"] == "1"
+    assert labels["dev.maci.model.name"] == "wine-classifier"
+
+
 def test_secrets_never_leak(docker_stack: None, registry: Registry, fault_proxy: FaultProxy,
                             mlflow_server: Any, tmp_path: Path) -> None:
     """A registry password and an MLflow token set for the run appear nowhere we write."""

@@ -256,6 +256,7 @@ def test_github_release_inline_scripts_read_the_real_outputs(tmp_path: Path) -> 
     assert ran == 4
     summary = (tmp_path / "summary").read_text()
     assert "| `linux/arm64` | passed | emulated on local | 3/3 | 4 s |" in summary
+    assert "model version embedded: 7" in summary
     assert "### Model gate: passed" in summary and "| accuracy | 0.93 | 0.91 |" in summary
     assert f"### Published `ghcr.io/org/svc@{DIGEST}`" in summary
     assert f"### Deployed `{DIGEST}`" in summary
@@ -316,3 +317,36 @@ def test_the_plan_step_stops_only_on_a_bad_config(
         assert res.returncode == 2, res.stdout + res.stderr
         assert "platfroms" in res.stderr
 
+
+
+def leg_lines(provider: str) -> str:
+    """The shell the platform leg runs around `ci job`, as the provider's runner would."""
+    if provider == "github":
+        return str(steps_running(load(RELEASE)["jobs"]["build"], "ci job")[0]["run"])
+    header, _, body = gitlab_documents(GITLAB_TEMPLATE)
+    assert header is not None
+    script = parse(interpolate(body, header))["maci-build"]["script"]
+    return "\n".join(["SLUG=linux-amd64", *(str(s) for s in script if "ci job" in str(s))])
+
+
+@pytest.mark.parametrize("provider", ["github", "gitlab"])
+def test_the_leg_hands_the_gated_model_version_to_ci_job(
+    tmp_path: Path, provider: str, docker_stack: None
+) -> None:
+    """The leg's own shell with the real `ci`, real dockerd and an embedded MLflow store: without
+    MODEL_VERSION a config with a [model] is refused; with it, `ci job` looks that version up."""
+    (tmp_path / "ci.toml").write_text(
+        '[project]\nname = "svc"\nimage = "127.0.0.1:9/org/svc"\nplatforms = ["linux/amd64"]\n'
+        '[model]\ntrain_command = ["python", "train.py"]\nregistered_model = "svc-model"\n')
+    env = {**os.environ, "MACI_CONFIG_FILE": "ci.toml", "PLATFORM": "linux/amd64",
+           "RESULT": "result-linux-amd64.json",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("MODEL_VERSION", None)
+    argv = ["bash", "-eo", "pipefail", "-c", leg_lines(provider)]
+    refused = run(argv, env=env, cwd=tmp_path)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "--model-version is required" in refused.stderr
+    looked_up = run(argv, env={**env, "MODEL_VERSION": "7"}, cwd=tmp_path)
+    assert looked_up.returncode == 1, looked_up.stdout + looked_up.stderr
+    assert "'svc-model' version 7" in looked_up.stderr and "not found" in looked_up.stderr
+    assert not (tmp_path / "model").exists()  # nothing materialized for a missing version

@@ -1,6 +1,7 @@
-"""The release promise, read from the workflow YAML itself: publish and deploy run only after
-every platform leg and the model gate succeeded, qemu only where no native runner is mapped, and
-the checks below are shown to catch each way of breaking that.
+"""The release promise, read from the workflow YAML itself: every platform leg builds only after
+the model gate passed and embeds the gated version, publish and deploy run only after every leg and
+the gate succeeded, qemu only where no native runner is mapped, and the checks below are shown to
+catch each way of breaking that.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from tests.fixtures.workflows import (
     GITLAB_TEMPLATE,
     INPUT_REF,
     RELEASE,
+    ROOT,
     STATUS_ESCAPES,
     gitlab_documents,
     interpolate,
@@ -27,6 +29,15 @@ from tests.fixtures.workflows import (
     resolve_extends,
     steps_running,
 )
+
+# The leg's `ci job` passes the gated version whenever there is one (empty = the config has no model).
+MODEL_FLAG = '${MODEL_VERSION:+--model-version "$MODEL_VERSION"}'
+
+
+def as_list(needs: Any) -> list[str]:
+    """`needs:` as job names (GitHub: a string or a list; GitLab: names or {job: ...} maps)."""
+    items = [needs] if isinstance(needs, str) else (needs or [])
+    return [n["job"] if isinstance(n, dict) else n for n in items]
 
 
 def github_release_problems(wf: dict[str, Any]) -> list[str]:
@@ -52,17 +63,28 @@ def github_release_problems(wf: dict[str, Any]) -> list[str]:
                 problems.append(f"{name}: a publishing step has `if: {step['if']}`")
         if job.get("continue-on-error"):
             problems.append(f"{name}: continue-on-error")
-    needs = jobs[merge_jobs[0]].get("needs", [])
-    needs = [needs] if isinstance(needs, str) else needs
+    needs = as_list(jobs[merge_jobs[0]].get("needs"))
     for required in leg_jobs + train_jobs:
         if required not in needs:
             problems.append(f"{merge_jobs[0]} does not need {required}")
     for name in leg_jobs + train_jobs:
         if jobs[name].get("continue-on-error"):
             problems.append(f"{name}: continue-on-error lets a failed leg count as passed")
+    for name in leg_jobs:
+        # The image embeds the registered model: a leg must wait for the gate and take its version.
+        leg = jobs[name]
+        for required in train_jobs:
+            if required not in as_list(leg.get("needs")):
+                problems.append(f"{name} does not need {required}: it builds before the gate")
+            if STATUS_ESCAPES.search(str(leg.get("if", ""))):
+                problems.append(f"{name}: `if: {leg['if']}` builds after a rejected gate")
+        source = [f"needs.{t}.outputs.model-version" for t in train_jobs]
+        if not any(s in str(leg.get("env", {}).get("MODEL_VERSION", "")) for s in source):
+            problems.append(f"{name}: MODEL_VERSION does not come from the train job's output")
+        if not all(MODEL_FLAG in str(s["run"]) for s in steps_running(leg, "ci job")):
+            problems.append(f"{name}: `ci job` does not pass --model-version")
     for name in deploy_jobs:
-        dneeds = jobs[name].get("needs", [])
-        if merge_jobs[0] not in ([dneeds] if isinstance(dneeds, str) else dneeds):
+        if merge_jobs[0] not in as_list(jobs[name].get("needs")):
             problems.append(f"{name} does not need {merge_jobs[0]}")
         runs = [str(s.get("run", "")) for s in jobs[name].get("steps", [])]
         deploy_at = next((i for i, r in enumerate(runs) if "ci deploy" in r), -1)
@@ -110,11 +132,26 @@ def gitlab_release_problems(cfg: dict[str, Any]) -> list[str]:
         for cond in ifs:
             if "CI_COMMIT_TAG" not in cond and "$CI_DEFAULT_BRANCH" not in cond:
                 problems.append(f"{name}: rule {cond!r} is neither default branch nor tag")
-    mneeds = [n["job"] if isinstance(n, dict) else n for n in job(merges[0]).get("needs", [])]
+    mneeds = as_list(job(merges[0]).get("needs"))
     for required in legs + trains:
         if required not in mneeds:
             problems.append(f"{merges[0]} does not need {required}")
-    dneeds = [n["job"] if isinstance(n, dict) else n for n in job(deploys[0]).get("needs", [])]
+    # The image embeds the gated model: the legs wait for train and read its dotenv MODEL_VERSION.
+    stages = cfg.get("stages", [])
+    leg, train = job(legs[0]), job(trains[0])
+    lneeds = {(n["job"] if isinstance(n, dict) else n): n for n in leg.get("needs", [])}
+    if trains[0] not in lneeds:
+        problems.append(f"{legs[0]} does not need {trains[0]}: it builds before the gate")
+    elif isinstance(lneeds[trains[0]], dict) and lneeds[trains[0]].get("artifacts") is False:
+        problems.append(f"{legs[0]} does not get {trains[0]}'s dotenv (artifacts: false): no MODEL_VERSION")
+    if leg.get("stage") not in stages or train.get("stage") not in stages or (
+            stages.index(train["stage"]) >= stages.index(leg["stage"])):
+        problems.append(f"stage {train.get('stage')} must come before {leg.get('stage')} in {stages}")
+    if not (train.get("artifacts") or {}).get("reports", {}).get("dotenv"):
+        problems.append(f"{trains[0]}: no dotenv report carrying MODEL_VERSION")
+    if not any("ci job" in str(s) and MODEL_FLAG in str(s) for s in leg.get("script", [])):
+        problems.append(f"{legs[0]}: `ci job` does not pass --model-version")
+    dneeds = as_list(job(deploys[0]).get("needs"))
     if merges[0] not in dneeds:
         problems.append(f"{deploys[0]} does not need {merges[0]}")
     if not job(deploys[0]).get("resource_group"):
@@ -131,6 +168,11 @@ def test_github_release_publishes_only_after_every_leg_and_the_gate() -> None:
     assert set(jobs["publish"]["needs"]) == {"plan", "build", "train"}
     assert "always()" not in RELEASE.read_text().split("\n  publish:")[1]
     assert "publish" in jobs["deploy"]["needs"]
+    # The legs build after the gate and embed its version; train itself waits only for the plan.
+    assert jobs["build"]["needs"] == ["plan", "train"] and jobs["build"].get("if") is None
+    assert jobs["train"]["needs"] == "plan"
+    assert jobs["build"]["env"]["MODEL_VERSION"] == "${{ needs.train.outputs.model-version }}"
+    assert "mlflow-token" in jobs["build"]["env"]["MLFLOW_TRACKING_TOKEN"]
 
 
 @pytest.mark.parametrize(
@@ -143,6 +185,12 @@ def test_github_release_publishes_only_after_every_leg_and_the_gate() -> None:
         (lambda j: qemu_step(j["build"]).pop("if"), "qemu is set up even on a native runner"),
         (lambda j: j["build"].__setitem__("continue-on-error", True), "continue-on-error"),
         (lambda j: j["deploy"]["needs"].remove("publish"), "does not need publish"),
+        (lambda j: j["build"]["needs"].remove("train"), "build does not need train"),
+        (lambda j: j["build"].__setitem__("needs", "plan"), "build does not need train"),
+        (lambda j: j["build"].__setitem__("if", "${{ always() }}"), "builds after a rejected gate"),
+        (lambda j: j["build"]["env"].pop("MODEL_VERSION"), "MODEL_VERSION does not come from"),
+        (lambda j: steps_running(j["build"], "ci job")[0].__setitem__(
+            "run", 'ci job --platform "$PLATFORM" --output "$RESULT"'), "does not pass --model-version"),
     ],
 )
 def test_the_promise_check_catches_a_broken_release(
@@ -184,7 +232,7 @@ def test_gitlab_release_publishes_only_after_every_leg_and_the_gate() -> None:
     assert header is not None
     cfg = parse(interpolate(body, header))
     assert gitlab_release_problems(cfg) == []
-    assert cfg["stages"] == ["test", "build", "train", "publish", "deploy"]
+    assert cfg["stages"] == ["test", "train", "build", "publish", "deploy"]
     build = resolve_extends(cfg, "maci-build")
     assert build["tags"] == ["$RUNNER_TAG"]
     matrix = {e["PLATFORM"]: e["RUNNER_TAG"] for e in build["parallel"]["matrix"]}
@@ -192,6 +240,8 @@ def test_gitlab_release_publishes_only_after_every_leg_and_the_gate() -> None:
     assert build["artifacts"]["reports"]["junit"] == "junit-*.xml"
     script = "\n".join(build["script"])
     assert re.search(r'if \[ "\$kind" != native \]; then[^f]*ci setup-qemu', script), script
+    assert {"job": "maci-train", "artifacts": True} in build["needs"]
+    assert MODEL_FLAG in script
     train = resolve_extends(cfg, "maci-train")
     assert train["artifacts"]["reports"] == {"dotenv": "maci-train.env", "metrics": "metrics.txt"}
     publish = resolve_extends(cfg, "maci-publish")
@@ -212,6 +262,13 @@ def test_gitlab_release_publishes_only_after_every_leg_and_the_gate() -> None:
         (lambda c: c[".maci-release-rules"]["rules"].append({"if": "$CI_MERGE_REQUEST_IID"}),
          "neither default branch nor tag"),
         (lambda c: c["maci-deploy"].pop("resource_group"), "no resource_group"),
+        (lambda c: c["maci-build"]["needs"].pop(1), "maci-build does not need maci-train"),
+        (lambda c: c["maci-build"]["needs"][1].__setitem__("artifacts", False), "no MODEL_VERSION"),
+        (lambda c: c.__setitem__("stages", ["test", "build", "train", "publish", "deploy"]),
+         "stage train must come before build"),
+        (lambda c: c["maci-train"]["artifacts"]["reports"].pop("dotenv"), "no dotenv report"),
+        (lambda c: c["maci-build"]["script"].__setitem__(-1, "ci job --platform $PLATFORM"),
+         "does not pass --model-version"),
     ],
 )
 def test_the_gitlab_promise_check_catches_a_broken_pipeline(
@@ -242,3 +299,15 @@ def test_gitlab_input_check_catches_an_undeclared_input() -> None:
     assert header is not None
     with pytest.raises(KeyError, match="confg"):
         interpolate(body + "\nx: {script: [echo $[[ inputs.confg ]]]}\n", header)
+
+
+def test_the_root_pipeline_hands_the_embedded_mlflow_store_to_the_build_jobs() -> None:
+    """Without a shared MLflow server the legs read the gated version from train's store."""
+    from ci import config
+
+    conf = config.load(ROOT / "examples" / "wine" / "ci.toml", {}, ROOT)
+    assert conf.mlflow.tracking_uri is None  # the embedded store is the one train writes
+    state = conf.state_path.relative_to(ROOT).as_posix()
+    assert conf.tracking_uri() == f"sqlite:///{ROOT / state / 'mlflow.db'}"
+    paths = load(GITLAB_ROOT)["maci-train"]["artifacts"]["paths"]
+    assert {"gate.json", f"{state}/mlflow.db", f"{state}/mlartifacts/"} <= set(paths)
