@@ -329,24 +329,43 @@ def leg_lines(provider: str) -> str:
     return "\n".join(["SLUG=linux-amd64", *(str(s) for s in script if "ci job" in str(s))])
 
 
-@pytest.mark.parametrize("provider", ["github", "gitlab"])
-def test_the_leg_hands_the_gated_model_version_to_ci_job(
-    tmp_path: Path, provider: str, docker_stack: None
-) -> None:
-    """The leg's own shell with the real `ci`, real dockerd and an embedded MLflow store: without
-    MODEL_VERSION a config with a [model] is refused; with it, `ci job` looks that version up."""
-    (tmp_path / "ci.toml").write_text(
-        '[project]\nname = "svc"\nimage = "127.0.0.1:9/org/svc"\nplatforms = ["linux/amd64"]\n'
-        '[model]\ntrain_command = ["python", "train.py"]\nregistered_model = "svc-model"\n')
+LEG_CONFIG = ('[project]\nname = "svc"\nimage = "127.0.0.1:9/org/svc"\nplatforms = ["linux/amd64"]\n'
+              '[model]\ntrain_command = ["python", "train.py"]\nregistered_model = "svc-model"\n')
+
+
+def leg_env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "MACI_CONFIG_FILE": "ci.toml", "PLATFORM": "linux/amd64",
            "RESULT": "result-linux-amd64.json",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("MODEL_VERSION", None)
+    return {**env, **extra}
+
+
+@pytest.mark.parametrize("provider", ["github", "gitlab"])
+def test_the_leg_passes_the_model_version_only_when_train_gave_one(tmp_path: Path, provider: str) -> None:
+    """The leg's own shell with the real `ci` (no daemon needed): a config with a [model] and no
+    MODEL_VERSION is refused before anything runs; with one, `ci job` gets past that check."""
+    (tmp_path / "ci.toml").write_text(LEG_CONFIG)
     argv = ["bash", "-eo", "pipefail", "-c", leg_lines(provider)]
-    refused = run(argv, env=env, cwd=tmp_path)
+    no_daemon = "unix:///nonexistent.sock"
+    refused = run(argv, env=leg_env(DOCKER_HOST=no_daemon), cwd=tmp_path)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "--model-version is required" in refused.stderr
-    looked_up = run(argv, env={**env, "MODEL_VERSION": "7"}, cwd=tmp_path)
+    passed_on = run(argv, env=leg_env(DOCKER_HOST=no_daemon, MODEL_VERSION="7"), cwd=tmp_path)
+    assert passed_on.returncode == 1, passed_on.stdout + passed_on.stderr
+    assert "--model-version" not in passed_on.stderr and "no native linux/amd64 runner" in passed_on.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("provider", ["github", "gitlab"])
+def test_the_leg_hands_the_gated_model_version_to_ci_job(
+    tmp_path: Path, provider: str, docker_stack: None
+) -> None:
+    """With a real dockerd the leg gets as far as MLflow (an embedded store here): the exact version
+    it was handed is looked up, and a missing one materializes nothing."""
+    (tmp_path / "ci.toml").write_text(LEG_CONFIG)
+    argv = ["bash", "-eo", "pipefail", "-c", leg_lines(provider)]
+    looked_up = run(argv, env=leg_env(MODEL_VERSION="7"), cwd=tmp_path)
     assert looked_up.returncode == 1, looked_up.stdout + looked_up.stderr
     assert "'svc-model' version 7" in looked_up.stderr and "not found" in looked_up.stderr
     assert not (tmp_path / "model").exists()  # nothing materialized for a missing version
