@@ -247,8 +247,11 @@ def run(
     config: ConfigOpt = None,
     platform: PlatformOpt = None,
     engine: EngineOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Deploy prints the diff; "
-                                          "no deploy commit, no promotion")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Run every gate, then print the "
+                                          "index digest and deploy diff; publish, deploy and "
+                                          "promote nothing")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Run every stage even when the last "
+                                        "release came from the same inputs")] = False,
     as_json: JsonOpt = False,
 ) -> int:
     """Run the whole release: plan, train + gate, platform jobs, smoke, verdict, publish,
@@ -257,10 +260,17 @@ def run(
 
     code, result, error = run_pipeline(
         _load(config), pipeline, engine=_engine(engine), only=_platforms(platform),
-        dry_run=dry_run,
+        dry_run=dry_run, force=force,
     )
     if as_json:
         _echo_json(result.outcome())
+    elif result.up_to_date is not None:
+        rec = result.up_to_date
+        sys.stdout.write(
+            f"UP TO DATE {rec.image}@{rec.index_digest}\n"
+            f"  released by run {rec.run_id}: tags {', '.join(rec.tags)}; "
+            f"deploy {rec.deploy_commit or '-'}; model version {rec.model_version or '-'}\n"
+            "  nothing changed since (source, config, model inputs); --force reruns every stage\n")
     elif result.verdict is not None:
         from ci.reports.summary import print_summary
 
@@ -272,6 +282,9 @@ def run(
             promoted_version=result.promoted.version if result.promoted else None,
             notifications=result.notified,
         )
+        if dry_run and result.published is not None:
+            sys.stdout.write(f"DRY RUN: nothing was published, deployed or promoted; the index "
+                             f"would be {result.published.digest}\n")
         if result.deployed is not None and result.deployed.dry_run:
             sys.stdout.write(redact(result.deployed.diff))
     if error is not None:

@@ -38,7 +38,10 @@ class ReleaseRun:
     engine: str = "docker"
     only: list[Platform] | None = None
     dry_run: bool = False
+    force: bool = False
     progress: Progress | None = None
+    fingerprint: str = ""
+    up_to_date: Any = None  # ci.release_record.ReleaseRecord when nothing needs doing
     prepared: jobs_cmd.Prepared | None = None
     model: Any = None  # ci.model_stage.ModelStageResult (imported lazily: mlflow is heavy)
     model_error: str = ""
@@ -90,6 +93,45 @@ class ReleaseRun:
                 self.progress.lane(job.platform, job.placement.kind)
         self._finished("release", "plan", True, f"run {self.prepared.run_id}")
         return self.prepared
+
+    def check_up_to_date(self) -> bool:
+        """True when the last release came from these exact inputs and is still in place."""
+        if self.prepared is None or self.dry_run:
+            return False
+        from ci import release_record
+
+        self._started("release", "up-to-date check")
+        self.fingerprint = release_record.fingerprint(
+            self.config, self.prepared.source, [j.platform for j in self.prepared.plan.jobs],
+            self.engine)
+        record = release_record.load(self.config)
+        why = "forced" if self.force else ""
+        if not why:
+            why = "no previous release" if record is None else (
+                "inputs changed" if record.fingerprint != self.fingerprint else
+                release_record.still_in_place(self.config, record, self.environ))
+        if why or record is None:
+            self._finished("release", "up-to-date check", True, f"release needed: {why}")
+            return False
+        self.up_to_date = record
+        self._finished("release", "up-to-date check", True,
+                       f"up to date: {record.index_digest[:19]} from run {record.run_id}")
+        return True
+
+    def record_release(self) -> None:
+        """Remember what this release published, for the next run's up-to-date check."""
+        if self.published is None or self.dry_run or not self.fingerprint:
+            return
+        from ci import release_record
+
+        release_record.save(self.config, release_record.ReleaseRecord(
+            fingerprint=self.fingerprint, run_id=self.run_id, image=self.config.project.image,
+            index_digest=self.published.digest, tags=list(self.published.tags),
+            platforms=list(self.published.platforms),
+            deploy_commit=self.deployed.commit if self.deployed else None,
+            deploy_branch=self.deployed.branch if self.deployed else None,
+            model_version=self._model_version(),
+        ))
 
     def model_stage(self) -> None:
         """Train (or reuse), gate vs the alias, register; then bake the version into specs.
@@ -266,12 +308,14 @@ class ReleaseRun:
             self.published = jobs_cmd.publish_results(
                 self.config, self.results,
                 expected=[j.platform for j in self.prepared.plan.jobs], environ=self.environ,
+                dry_run=self.dry_run,
             )
         except CIError as exc:
             self._finished("release", "publish", False, exc.message)
             raise
+        would = "dry run, would publish " if self.dry_run else ""
         self._finished("release", "publish", True,
-                       f"{self.published.digest[:19]} tags {', '.join(self.published.tags)}")
+                       f"{would}{self.published.digest[:19]} tags {', '.join(self.published.tags)}")
         return self.published
 
     def deploy(self) -> Any:
@@ -315,7 +359,7 @@ class ReleaseRun:
 
     def notify(self, error: str = "") -> Any:
         """CloudEvents to the webhooks; a failed delivery is reported, never raised."""
-        if not self.config.notify.webhooks or self.verdict is None:
+        if not self.config.notify.webhooks or self.verdict is None or self.dry_run:
             return None
         from ci.notify import notify
 
@@ -353,8 +397,12 @@ class ReleaseRun:
 
     def outcome(self) -> dict[str, Any]:
         """The machine-readable result of the run (`ci run --json`)."""
+        if self.up_to_date is not None:
+            return {"run_id": self.run_id, "passed": True, "up_to_date": True,
+                    "release": self.up_to_date.model_dump(mode="json")}
         return {
             "run_id": self.run_id,
+            "up_to_date": False,
             "passed": bool(self.verdict and self.verdict.passed and not self.failure),
             "failure": self.failure,
             "verdict": self.verdict.model_dump(mode="json") if self.verdict else None,

@@ -44,6 +44,7 @@ class PublishResult(BaseModel):
     manifests: dict[str, str] = Field(description="platform → per-platform image digest")
     annotations: dict[str, str] = Field(default_factory=dict)
     seconds: float = 0.0
+    dry_run: bool = False  # True: nothing was written; digest/tags are what WOULD be published
 
     @property
     def reference(self) -> str:
@@ -220,8 +221,13 @@ def publish(
     tags: Sequence[str],
     annotations: dict[str, str],
     registry_client: RegistryClient,
+    *,
+    dry_run: bool = False,
 ) -> PublishResult:
     """Assemble and tag the index, or raise (GateFailed before any write, RegistryError after).
+
+    With `dry_run` the index is assembled (reading the registry) but nothing is written: the
+    result names the digest the index would have and the tags that would move.
 
     Order matters: the index is written by digest (no tag sees it), re-read and checked to
     hold exactly the expected platforms, and only then are tags moved (rolled back on error).
@@ -232,6 +238,12 @@ def publish(
     ref = ImageRef.parse(image)
     digests = {str(platforms.parse(r.platform)): str(r.digest) for r in results}
     body = build_index(registry_client, ref.repository, digests, annotations)
+    if dry_run:
+        return PublishResult(
+            image=image, digest=digest_of(body), tags=list(tags), platforms=sorted(digests),
+            manifests=digests, annotations=dict(annotations), dry_run=True,
+            seconds=round(time.monotonic() - started, 3),
+        )
     digest = registry_client.put_manifest(ref.repository, digest_of(body), body, OCI_INDEX)
     found = verify_index(registry_client, ref.repository, digest, list(digests))
     moved = move_tags(registry_client, ref.repository, list(tags),

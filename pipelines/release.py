@@ -1,7 +1,7 @@
 """The release pipeline: the ONE place the release order lives.
 
-    plan → model stage (train/reuse + gate + register) → platform jobs (test, build, push by
-    digest; native or emulated, in parallel) → smoke test per platform → verdict →
+    plan → up-to-date check → model stage (train/reuse + gate + register) → platform jobs
+    (test, build, push by digest; native or emulated, in parallel) → smoke per platform → verdict →
     deploy preflight → publish (index + tags) → deploy (GitOps commit) → promote (alias) →
     notify
 
@@ -24,6 +24,8 @@ from ci.orchestrator import ReleaseRun
 def pipeline(run: ReleaseRun) -> int:
     """Run every stage in order; returns the exit code (0 released, 1 rejected/failed)."""
     run.plan()
+    if run.check_up_to_date():  # same inputs as the last release, still in place
+        return 0
     run.model_stage()
     run.platform_jobs()
     run.smoke()
@@ -39,6 +41,7 @@ def pipeline(run: ReleaseRun) -> int:
         run.publish()
         run.deploy()
         run.promote()
+        run.record_release()
     except CIError as exc:
         run.failure = exc.message
         run.notify(error=exc.message)

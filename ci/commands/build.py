@@ -122,6 +122,7 @@ def publish_results(
     *,
     expected: Sequence[str] | None = None,
     environ: Mapping[str, str] | None = None,
+    dry_run: bool = False,
 ) -> PublishResult:
     """The one publish path of `ci build` and `ci merge`: gates, index, tags."""
     env = dict(os.environ if environ is None else environ)
@@ -133,7 +134,7 @@ def publish_results(
     client = RegistryClient.for_image(config.project.image, config.publish, env)
     try:
         return publish(results, wanted, config.project.image, release,
-                       index_annotations(results, now_rfc3339()), client)
+                       index_annotations(results, now_rfc3339()), client, dry_run=dry_run)
     finally:
         client.close()
 

@@ -45,6 +45,7 @@ def run_pipeline(
     engine: str | None = None,
     only: list[Platform] | None = None,
     dry_run: bool = False,
+    force: bool = False,
     environ: Mapping[str, str] | None = None,
     live: bool | None = None,
 ) -> tuple[int, ReleaseRun, CIError | None]:
@@ -57,7 +58,7 @@ def run_pipeline(
     fn = load_pipeline(name)
     progress = Progress(Console(stderr=True), live=live)
     run = ReleaseRun(config=config, environ=env, engine=choose_engine(engine, env), only=only,
-                     dry_run=dry_run, progress=progress)
+                     dry_run=dry_run, force=force, progress=progress)
     error: CIError | None = None
     with progress:
         try:

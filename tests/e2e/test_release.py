@@ -169,6 +169,32 @@ def test_first_release_publishes_deploys_and_promotes(released: Project) -> None
         assert out.stdout.strip() == machine, out.stderr
 
 
+def test_unchanged_rerun_is_up_to_date_and_fast(released: Project) -> None:
+    before = released.world()
+    started = time.monotonic()
+    proc = released.run()
+    seconds = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = outcome(proc)
+    assert data["up_to_date"] is True
+    assert data["release"]["index_digest"] in before["tags"].values()
+    assert released.world() == before
+    assert seconds < 15  # no build, no test, no push: answered from the release record
+
+
+
+def test_dry_run_runs_every_gate_and_changes_nothing(released: Project) -> None:
+    before = released.world()
+    proc = released.run("--dry-run", MACI_SMOKE__REQUESTS="5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = outcome(proc)
+    assert data["up_to_date"] is False and data["verdict"]["passed"] is True
+    assert data["published"]["dry_run"] is True
+    assert data["deploy"]["dry_run"] is True and data["published"]["digest"] in data["deploy"]["diff"]
+    assert data["promoted"] is None
+    assert released.world() == before
+
+
 def assert_unchanged(project: Project, before: dict[str, Any], proc: subprocess.CompletedProcess[str],
                      *fragments: str) -> dict[str, Any]:
     assert proc.returncode == 1, proc.stderr[-3000:]
