@@ -22,20 +22,12 @@ mark train
 export MLFLOW_TRACKING_URI="sqlite:///$STATE/mlflow.db"
 MLFLOW_EXPERIMENT_NAME=wine MACI_PARAMS="$PARAMS" PYTHONHASHSEED=0 "$PY" train.py \
   > "$STATE/train.log" 2>&1
-# ... and its serving artifact into the build context (the Dockerfile COPYs model/)
-"$PY" - <<'PY' > "$STATE/fetch.log" 2>&1
-import json, os, shutil
-from mlflow import MlflowClient
-client = MlflowClient()
-exp = client.get_experiment_by_name("wine")
-run = client.search_runs([exp.experiment_id], order_by=["start_time DESC"], max_results=1)[0]
-os.makedirs("model/.download", exist_ok=True)
-path = client.download_artifacts(run.info.run_id, "serving/model.json", "model/.download")
-shutil.move(path, "model/model.json")
-shutil.rmtree("model/.download")
-json.dump({"name": "wine-classifier", "version": "hand", "uri": f"runs:/{run.info.run_id}/model",
-           "run_id": run.info.run_id}, open("model/registered.json", "w"))
-PY
+# ... and its serving artifact (the local store's files) into the build context
+RUN_DIR=$(dirname "$(dirname "$(find mlruns -path '*/artifacts/serving/model.json' | head -1)")")
+cp "$RUN_DIR/serving/model.json" model/model.json
+RUN_ID=$(basename "$(dirname "$RUN_DIR")")
+echo "{\"name\": \"wine-classifier\", \"version\": \"hand\", \"run_id\": \"$RUN_ID\"}" \
+  > model/registered.json
 
 # 2. one chain per platform, both at once: test image, tests in a container (JUnit copied
 #    out), release image, push
@@ -43,16 +35,21 @@ mark platforms
 chain() {
   local arch=$1 name="hand-$1-$$"
   local base="maci/python:bookworm-$arch"
+  mark "$arch:build_test"
   docker buildx build --progress=plain --platform "linux/$arch" --build-arg "BASE=$base" \
     --target test --load -t "maci-hand/wine:$arch" .
+  mark "$arch:test"
   docker run --sig-proxy=false --platform "linux/$arch" --name "$name" "maci-hand/wine:$arch" \
     python3 -m pytest -q -p no:cacheprovider tests --junitxml=/tmp/maci-junit.xml
   docker cp "$name:/tmp/maci-junit.xml" "$STATE/junit-$arch.xml"
   docker rm -f "$name"
+  mark "$arch:build_release"
   docker buildx build --progress=plain --platform "linux/$arch" --build-arg "BASE=$base" \
     --build-arg MODEL_NAME=wine-classifier --build-arg MODEL_VERSION=hand \
     --target runtime --load -t "$IMAGE:hand-$SHORT-$arch" .
+  mark "$arch:push"
   docker push "$IMAGE:hand-$SHORT-$arch"
+  mark "$arch:end"
 }
 chain amd64 > "$STATE/amd64.log" 2>&1 &
 AMD=$!
@@ -66,10 +63,11 @@ wait "$ARM"
 mark smoke
 echo "$PAYLOAD" > "$STATE/payload.json"
 for arch in amd64 arm64; do
+  mark "smoke:$arch"
   cid=$(docker run -d --platform "linux/$arch" -p 127.0.0.1::8080 "$IMAGE:hand-$SHORT-$arch")
   port=$(docker port "$cid" 8080/tcp | head -1 | cut -d: -f2)
   for _ in $(seq 1 600); do
-    curl -fsS -o /dev/null "http://127.0.0.1:$port/health" && break
+    curl -fsS -o /dev/null "http://127.0.0.1:$port/health" 2>/dev/null && break
     sleep 0.05
   done
   seq 40 | xargs -P4 -I{} curl -fsS -o /dev/null -H 'Content-Type: application/json' \

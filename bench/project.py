@@ -24,6 +24,7 @@ VENV_BIN = Path(sys.executable).parent
 CI = str(VENV_BIN / "ci") if (VENV_BIN / "ci").exists() else "ci"
 NONCE_FILE = "app/__init__.py"
 EXAMPLE_IMAGE = "127.0.0.1:5000/examples/wine"
+BENCH_NAME = "wine-bench"
 GIT_ENV = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
            "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}
 # variables that would make `ci` read another CI system's context or another config
@@ -54,7 +55,8 @@ class Project:
     root: Path
     image: str
     config: str = "ci.toml"
-    env_extra: dict[str, str] = field(default_factory=dict)
+    # own project name: ci's test-image tags (maci-test/<name>) never collide with the user's
+    env_extra: dict[str, str] = field(default_factory=lambda: {"MACI_PROJECT__NAME": BENCH_NAME})
 
     @classmethod
     def create(cls, root: Path, image: str) -> Project:

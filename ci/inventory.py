@@ -72,14 +72,17 @@ def discover_docker(runner: RunnerInfo, environ: Mapping[str, str]) -> RunnerInf
     native = str(platforms.from_engine(str(info.get("OSType", "linux")),
                                        str(info.get("Architecture", ""))))
     emulates: list[str] = []
-    try:
-        bx = proc.run(["docker", "buildx", "inspect"], env=env, timeout=DOCKER_TIMEOUT,
-                      check=False, step="docker buildx inspect")
-        emulates = [p for p in _parse_buildx_platforms(bx.stdout) if p != native]
-    except (ToolMissing, StepFailed):
-        pass
-    if not emulates and _is_local(runner.host):
-        emulates = [str(p) for p in binfmt.emulated_platforms()]
+    if _is_local(runner.host):
+        # A local daemon emulates what this kernel's binfmt handlers (with flag F) run; reading
+        # them is instant, where `docker buildx inspect` costs ~0.4 s of `ci plan`'s startup.
+        emulates = [str(p) for p in binfmt.emulated_platforms() if str(p) != native]
+    else:
+        try:
+            bx = proc.run(["docker", "buildx", "inspect"], env=env, timeout=DOCKER_TIMEOUT,
+                          check=False, step="docker buildx inspect")
+            emulates = [p for p in _parse_buildx_platforms(bx.stdout) if p != native]
+        except (ToolMissing, StepFailed):
+            pass
     return runner.model_copy(update={
         "reachable": True, "native": native, "emulates": emulates,
         "version": str(info.get("ServerVersion", "")),
