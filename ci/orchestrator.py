@@ -25,8 +25,8 @@ from ci.jobs import with_model
 from ci.platforms import Platform
 from ci.redact import redact
 from ci.reports.summary import Progress
-from ci.results import PlatformResult
-from ci.verdict import ModelVerdict, SmokeResult, Verdict, decide
+from ci.results import JobSpec, PlatformResult
+from ci.verdict import MODEL_SKIP, ModelVerdict, SmokeResult, Verdict, decide
 
 
 @dataclass
@@ -138,8 +138,17 @@ class ReleaseRun:
 
         MLflow failures fail closed: the verdict gets the reason and nothing is published.
         """
+        args = self._train_gate_materialize()
+        if args is not None and self.prepared is not None:
+            self.prepared = jobs_cmd.Prepared(
+                self.prepared.plan, self.prepared.source, self.prepared.run_id,
+                with_model(self.prepared.specs, args), self.prepared.output_dir,
+            )
+
+    def _train_gate_materialize(self) -> dict[str, str] | None:
+        """The model stage's work; returns the MODEL_* build args, or None (no/failed model)."""
         if self.config.model is None or self.prepared is None:
-            return
+            return None
         from ci import model_stage
 
         self._started("model", "train+gate")
@@ -150,13 +159,13 @@ class ReleaseRun:
         except CIError as exc:
             self.model_error = f"model stage: {exc.message}"
             self._finished("model", "train+gate", False, exc.message)
-            return
+            return None
         d = self.model.decision
         detail = ("reused run " if self.model.training.reused else "") + \
             f"{self.model.training.run_id[:8]}: {'passed' if d.passed else 'REJECTED'}"
         self._finished("model", "train+gate", d.passed, detail)
         if not self.model.passed:
-            return
+            return None
         self._started("model", "materialize")
         try:
             materialized = model_stage.materialize_model(
@@ -165,13 +174,64 @@ class ReleaseRun:
         except CIError as exc:
             self.model_error = f"model stage: {exc.message}"
             self._finished("model", "materialize", False, exc.message)
-            return
+            return None
         self._finished("model", "materialize", True, f"version {materialized.version}")
-        self.prepared = jobs_cmd.Prepared(
-            self.prepared.plan, self.prepared.source, self.prepared.run_id,
-            with_model(self.prepared.specs, materialized.build_args()),
-            self.prepared.output_dir,
+        return materialized.build_args()
+
+    def model_and_platform_jobs(self) -> list[PlatformResult]:
+        """The model stage beside the platform jobs: each job builds and runs its tests while
+        training runs, and its release build (which embeds the registered model) waits for
+        the model. A rejected model stops the jobs before any release build or push.
+
+        Docker engine only: Dagger children cannot wait on this process, so there the model
+        stage runs first.
+        """
+        if self.engine != "docker" or self.config.model is None or self.prepared is None:
+            self.model_stage()
+            return self.platform_jobs()
+        return anyio.run(self._concurrent)
+
+    async def _concurrent(self) -> list[PlatformResult]:
+        assert self.prepared is not None
+        ready = anyio.Event()
+        args: dict[str, str] = {}
+
+        async def model_task() -> None:
+            try:
+                found = await anyio.to_thread.run_sync(self._train_gate_materialize,
+                                                       abandon_on_cancel=True)
+                args.update(found or {})
+            finally:
+                ready.set()
+
+        async def before_release(spec: JobSpec) -> JobSpec:
+            await ready.wait()
+            if self.model_blocks:
+                raise GateFailed(f"{MODEL_SKIP} {self.model_blocks}")
+            return with_model([spec], args)[0]
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(model_task)
+            self.results = await self._docker_jobs(before_release)
+        if self.model_blocks:
+            self.skipped_reason = f"release builds skipped: {self.model_blocks}"
+        return self.results
+
+    async def _docker_jobs(self, before_release: Any = None) -> list[PlatformResult]:
+        assert self.prepared is not None
+        for spec in self.prepared.specs:
+            self._started(spec.platform, "test+build+push", spec.placement.runner or "",
+                          spec.placement.kind)
+        return await jobs_cmd.execute_async(
+            self.prepared, self.config, push=True, environ=self.environ,
+            on_result=self._job_done, before_release=before_release,
         )
+
+    def _job_done(self, result: PlatformResult) -> None:
+        detail = f"{result.status}, {result.seconds:.0f} s"
+        if result.failure:
+            detail += f": {result.failure.message}"
+        self._finished(result.platform, "test+build+push", result.ok, detail)
 
     def model_verdict(self) -> ModelVerdict | None:
         if self.model is None:
@@ -202,22 +262,13 @@ class ReleaseRun:
         if self.model_blocks:
             self.skipped_reason = f"platform jobs skipped: {self.model_blocks}"
             return []
-        for spec in self.prepared.specs:
-            self._started(spec.platform, "test+build+push", spec.placement.runner or "",
-                          spec.placement.kind)
-
-        def done(result: PlatformResult) -> None:
-            detail = f"{result.status}, {result.seconds:.0f} s"
-            if result.failure:
-                detail += f": {result.failure.message}"
-            self._finished(result.platform, "test+build+push", result.ok, detail)
-
         if self.engine == "dagger":
-            self.results = self._dagger_jobs(done)
+            for spec in self.prepared.specs:
+                self._started(spec.platform, "test+build+push", spec.placement.runner or "",
+                              spec.placement.kind)
+            self.results = self._dagger_jobs(self._job_done)
         else:
-            self.results = jobs_cmd.execute(
-                self.prepared, self.config, push=True, environ=self.environ, on_result=done
-            )
+            self.results = anyio.run(self._docker_jobs)
         return self.results
 
     def _dagger_jobs(self, done: Any) -> list[PlatformResult]:

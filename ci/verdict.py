@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ci.results import PlatformResult, SourceInfo
 
 VERDICT_SCHEMA = 1
+MODEL_SKIP = "release build skipped:"  # a platform job stopped because the model failed
 
 
 class _Data(BaseModel):
@@ -112,6 +113,8 @@ def decide(
             if not skipped:
                 reasons.append(f"{p}: no result")
         elif not r.ok:
+            if r.failure and r.failure.message.startswith(MODEL_SKIP) and extra_reasons:
+                continue  # the model stage's own reason says why; once is enough
             if r.failure:
                 why = r.failure.message
             elif r.status == "passed":

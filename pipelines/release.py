@@ -1,13 +1,14 @@
 """The release pipeline: the ONE place the release order lives.
 
-    plan → up-to-date check → model stage (train/reuse + gate + register) → platform jobs
-    (test, build, push by digest; native or emulated, in parallel) → smoke per platform → verdict →
+    plan → up-to-date check → [model stage (train/reuse + gate + register) ‖ platform jobs
+    (test, then build + push by digest once the model is registered; native or emulated, in
+    parallel)] → smoke per platform → verdict →
     deploy preflight → publish (index + tags) → deploy (GitOps commit) → promote (alias) →
     notify
 
 Nothing user-visible moves before the verdict passed and the deploy preflight accepted the
-release. The model stage runs before the image builds because the serving image embeds the
-exact registered model version.
+release. The release image builds wait for the model stage because the serving image embeds
+the exact registered model version; tests run meanwhile.
 
 Run it as `ci run release` (or just `ci run`), or under Dagger as
 `dagger run python -m pipelines.release` (the Dagger session in the environment is used).
@@ -26,8 +27,7 @@ def pipeline(run: ReleaseRun) -> int:
     run.plan()
     if run.check_up_to_date():  # same inputs as the last release, still in place
         return 0
-    run.model_stage()
-    run.platform_jobs()
+    run.model_and_platform_jobs()  # train + gate beside the tests; release builds wait for it
     run.smoke()
     verdict = run.decide()
     if not verdict.passed:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,12 +73,14 @@ def prepare(
 def engine_factory(
     name: str, registry: RegistryClient | None, *, push: bool,
     environ: Mapping[str, str] | None = None,
+    before_release: Callable[[JobSpec], Awaitable[JobSpec]] | None = None,
 ) -> Callable[[JobSpec], Engine]:
     """The per-spec engine factory for an engine name (the one place engines are chosen)."""
     if name == "docker":
         from ci.engines.docker import engine_factory as docker_factory
 
-        return docker_factory(registry, push=push, environ=environ)
+        return docker_factory(registry, push=push, environ=environ,
+                              before_release=before_release)
     raise UsageError(f"--engine {name!r}: only 'docker' runs platform jobs in this command")
 
 
@@ -92,17 +94,31 @@ def execute(
     on_result: Callable[[PlatformResult], None] | None = None,
 ) -> list[PlatformResult]:
     """Run all specs concurrently on their runners (bounded by each runner's capacity)."""
+    return anyio.run(lambda: execute_async(prepared, config, engine=engine, push=push,
+                                           environ=environ, on_result=on_result))
+
+
+async def execute_async(
+    prepared: Prepared,
+    config: Config,
+    *,
+    engine: str = "docker",
+    push: bool = True,
+    environ: Mapping[str, str] | None = None,
+    on_result: Callable[[PlatformResult], None] | None = None,
+    before_release: Callable[[JobSpec], Awaitable[JobSpec]] | None = None,
+) -> list[PlatformResult]:
+    """`execute` inside a running event loop (so other stages can run beside the jobs)."""
     env = dict(os.environ if environ is None else environ)
     registry = RegistryClient.for_image(config.project.image, config.publish, env) if push \
         else None
     capacity = {r.name: r.capacity for r in prepared.plan.runners}
-    factory = engine_factory(engine, registry, push=push, environ=env)
+    factory = engine_factory(engine, registry, push=push, environ=env,
+                             before_release=before_release)
     replace = fanout.qemu_fallback(prepared.plan.runners, prepared.plan.fallback)
     try:
-        return anyio.run(
-            lambda: fanout.run_jobs(prepared.specs, factory, capacity, replace=replace,
-                                    on_result=on_result)
-        )
+        return await fanout.run_jobs(prepared.specs, factory, capacity, replace=replace,
+                                     on_result=on_result)
     finally:
         if registry:
             registry.close()

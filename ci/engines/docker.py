@@ -23,7 +23,7 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -37,6 +37,7 @@ from ci.results import FailureDetail, JobSpec, PlatformResult, TestSummary
 from ci.tags import sanitize
 
 log = logging.getLogger(__name__)
+ReleaseHook = Callable[[JobSpec], Awaitable[JobSpec]]
 T = TypeVar("T")
 PING_TIMEOUT = 10.0
 BUILD_TIMEOUT = 3600.0
@@ -91,11 +92,15 @@ class DockerEngine:
         registry: RegistryClient | None = None,
         push: bool = True,
         environ: Mapping[str, str] | None = None,
+        before_release: ReleaseHook | None = None,
     ) -> None:
         self.host = host
         self.runner = runner
         self.registry = registry
         self.push = push
+        # awaited before the release build: lets tests run while the model stage finishes,
+        # and returns the spec the release build uses (e.g. with MODEL_* build args)
+        self.before_release = before_release
         env = dict(os.environ if environ is None else environ)
         if host:
             env["DOCKER_HOST"] = host
@@ -289,6 +294,8 @@ class DockerEngine:
         status: Literal["passed", "failed", "error"] = "passed"
         try:
             release_id = ""
+            if not spec.test_target and self.before_release:
+                spec = await self.before_release(spec)
             if spec.test_target:
                 test_id = await step("build_test", partial(
                     self.build, spec, target=spec.test_target, step="build_test", labels=False,
@@ -306,6 +313,8 @@ class DockerEngine:
                     await anyio.to_thread.run_sync(self.remove_container, name)
                 raise
             if not release_id:
+                if self.before_release:
+                    spec = await self.before_release(spec)
                 release_id = await step("build_release", partial(self._build_release, spec, out))
             if self.push:
                 digest = await step("push", partial(self.push_by_digest, spec, release_id, out))
@@ -337,11 +346,13 @@ class DockerEngine:
 def engine_factory(
     registry: RegistryClient | None, *, push: bool = True,
     environ: Mapping[str, str] | None = None,
+    before_release: ReleaseHook | None = None,
 ) -> Callable[[JobSpec], DockerEngine]:
     """For `ci.fanout.run_jobs`: one DockerEngine per spec, pointed at its placed runner."""
 
     def make(spec: JobSpec) -> DockerEngine:
         return DockerEngine(spec.placement.host, spec.placement.runner or "local",
-                            registry=registry, push=push, environ=environ)
+                            registry=registry, push=push, environ=environ,
+                            before_release=before_release)
 
     return make

@@ -262,7 +262,8 @@ def test_mlflow_down_fails_closed(released: Project) -> None:
     proc = released.run(MACI_MLFLOW__TRACKING_URI="http://127.0.0.1:9")
     data = assert_unchanged(released, before, proc, "model stage")
     assert time.monotonic() - started < 60
-    assert data["verdict"]["platforms"] == []  # no build ran for a release that cannot pass
+    # tests may have run beside the model stage, but no release image was built or pushed
+    assert all(p["digest"] is None for p in data["verdict"]["platforms"])
     assert any("MLflow" in r or "mlflow" in r or "127.0.0.1:9" in r
                for r in data["verdict"]["reasons"])
 
