@@ -64,6 +64,9 @@ def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "wine/1"
         protocol_version = "HTTP/1.1"
+        # headers and body go out in separate writes: without TCP_NODELAY a keep-alive client
+        # waits ~40 ms for the delayed ACK on every response
+        disable_nagle_algorithm = True
 
         def _send(self, status: int, data: dict[str, Any]) -> None:
             payload = json.dumps(data).encode()
