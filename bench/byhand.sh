@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The wine release done BY HAND: the same underlying commands `ci run release` runs, along the
-# same critical path and with the same parallelism (train, then both platform chains at once,
-# then smoke per platform one after the other, then index, then the deploy commit).
+# same critical path and with the same parallelism: train, both platform chains at once, smoke
+# per platform one after the other, index, deploy commit. With OVERLAP=1 training runs beside
+# the chains' test halves and each chain's release build waits for the model (what `ci` does
+# when it overlaps the model stage with the platform jobs); OVERLAP=0 trains first.
 # What it leaves out is exactly what the tool adds: the gate vs the champion, registering the
 # version, the verdict, the temporary-tag push by digest, the deploy guard, the alias move.
 #
 # Inputs (environment): PROJECT (a git checkout of examples/wine), IMAGE (registry/repo),
-# PY (the python with mlflow + scikit-learn), PARAMS (MACI_PARAMS JSON), PAYLOAD (smoke JSON).
+# PY (the python with mlflow + scikit-learn), PARAMS (MACI_PARAMS JSON), PAYLOAD (smoke JSON),
+# OVERLAP (0 or 1, default 0).
 # Writes "<phase> <epoch seconds>" lines to $PROJECT/.hand/marks for the phase breakdown.
 set -euo pipefail
 : "${PROJECT:?}" "${IMAGE:?}" "${PY:?}" "${PARAMS:?}" "${PAYLOAD:?}"
@@ -17,17 +20,33 @@ SHA=$(git rev-parse HEAD)
 SHORT=${SHA:0:7}
 mark() { echo "$1 $(date +%s.%N)" >> "$STATE/marks"; }
 
-# 1. train: the script logs its params, metrics and serving model to a fresh MLflow store
+# 1. train: the script logs its params, metrics and serving model to a fresh MLflow store,
+#    then its serving artifact (the local store's files) goes into the build context
+train() {
+  MLFLOW_EXPERIMENT_NAME=wine MACI_PARAMS="$PARAMS" PYTHONHASHSEED=0 "$PY" train.py \
+    > "$STATE/train.log" 2>&1 || return 1
+  local run_dir
+  run_dir=$(dirname "$(dirname "$(find mlruns -path '*/artifacts/serving/model.json' | head -1)")")
+  cp "$run_dir/serving/model.json" model/model.json || return 1
+  echo "{\"name\": \"wine-classifier\", \"version\": \"hand\", \"run_id\": \"$(basename "$(dirname "$run_dir")")\"}" \
+    > model/registered.json
+  mark trained
+  touch "$STATE/model.ready"
+}
+wait_model() {
+  while [ ! -e "$STATE/model.ready" ]; do
+    [ -e "$STATE/model.failed" ] && return 1
+    sleep 0.05
+  done
+}
 mark train
 export MLFLOW_TRACKING_URI="sqlite:///$STATE/mlflow.db"
-MLFLOW_EXPERIMENT_NAME=wine MACI_PARAMS="$PARAMS" PYTHONHASHSEED=0 "$PY" train.py \
-  > "$STATE/train.log" 2>&1
-# ... and its serving artifact (the local store's files) into the build context
-RUN_DIR=$(dirname "$(dirname "$(find mlruns -path '*/artifacts/serving/model.json' | head -1)")")
-cp "$RUN_DIR/serving/model.json" model/model.json
-RUN_ID=$(basename "$(dirname "$RUN_DIR")")
-echo "{\"name\": \"wine-classifier\", \"version\": \"hand\", \"run_id\": \"$RUN_ID\"}" \
-  > model/registered.json
+if [ "${OVERLAP:-0}" = 1 ]; then
+  { train || { touch "$STATE/model.failed"; exit 1; }; } &
+  TRAIN=$!
+else
+  train
+fi
 
 # 2. one chain per platform, both at once: test image, tests in a container (JUnit copied
 #    out), release image, push
@@ -43,6 +62,7 @@ chain() {
     python3 -m pytest -q -p no:cacheprovider tests --junitxml=/tmp/maci-junit.xml
   docker cp "$name:/tmp/maci-junit.xml" "$STATE/junit-$arch.xml"
   docker rm -f "$name"
+  wait_model
   mark "$arch:build_release"
   docker buildx build --progress=plain --platform "linux/$arch" --build-arg "BASE=$base" \
     --build-arg MODEL_NAME=wine-classifier --build-arg MODEL_VERSION=hand \
@@ -57,6 +77,7 @@ chain arm64 > "$STATE/arm64.log" 2>&1 &
 ARM=$!
 wait "$AMD"
 wait "$ARM"
+[ "${OVERLAP:-0}" = 1 ] && wait "$TRAIN"
 
 # 3. smoke, one platform after the other: run the image, wait for /health, 40 POSTs with
 #    4 at a time, remove the container

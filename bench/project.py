@@ -13,6 +13,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,12 @@ class Project:
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         return clean_env({"MACI_PROJECT__IMAGE": self.image, **self.env_extra, **(extra or {})})
 
+    def ci_lines(self, *args: str, extra: dict[str, str] | None = None,
+                 timeout: float = 900) -> tuple[Result, list[tuple[float, str]]]:
+        """`ci ARGS -c CONFIG` with its stderr lines stamped (see `timed_lines`)."""
+        return timed_lines([CI, *args, "-c", self.config], cwd=self.root, env=self.env(extra),
+                           timeout=timeout)
+
     def ci(self, *args: str, extra: dict[str, str] | None = None,
            timeout: float = 900) -> Result:
         """`ci ARGS -c CONFIG` in the copy; returns wall time, exit code, stdout, stderr."""
@@ -110,3 +117,37 @@ def timed(cmd: list[str], *, cwd: Path | None = None, env: dict[str, str] | None
     started = time.perf_counter()
     res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     return Result(round(time.perf_counter() - started, 3), res.returncode, res.stdout, res.stderr)
+
+
+def timed_lines(cmd: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
+                timeout: float = 900) -> tuple[Result, list[tuple[float, str]]]:
+    """Like `timed`, and every stderr line stamped with its arrival (seconds since start):
+    `ci` prints one progress line per stage event, so the stamps give each stage's start
+    and end on one clock, to the millisecond."""
+    lines: list[tuple[float, str]] = []
+    out: list[str] = []
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env={**(env or os.environ), "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    stdout, stderr = proc.stdout, proc.stderr
+
+    def read_err() -> None:
+        for line in stderr:
+            lines.append((round(time.perf_counter() - started, 3), line.rstrip("\n")))
+
+    def read_out() -> None:
+        out.append(stdout.read())
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (read_err, read_out)]
+    for t in threads:
+        t.start()
+    try:
+        code = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    seconds = round(time.perf_counter() - started, 3)
+    for t in threads:
+        t.join(30)
+    return Result(seconds, code, "".join(out), "\n".join(ln for _, ln in lines)), lines

@@ -38,7 +38,7 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
         try:
             if check():
                 return
-        except Exception:  # noqa: BLE001 - not ready yet, whatever the reason
+        except Exception:  # not ready yet, whatever the reason
             pass
         time.sleep(pause)
         pause = min(pause * 1.5, 0.5)
@@ -75,7 +75,8 @@ def start(name: str, cmd: list[str], log_dir: Path, ready: Callable[[], bool], t
         wait_until(lambda: proc.poll() is None and ready(), timeout, name)
     except TimeoutError:
         server.stop()
-        raise RuntimeError(f"{name} did not start:\n{log.read_text(errors='replace')[-2000:]}")
+        tail = log.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"{name} did not start:\n{tail}") from None
     return server
 
 
@@ -168,7 +169,7 @@ def _handler(proxy: CountingProxy) -> type[BaseHTTPRequestHandler]:
 
         def _body(self) -> bytes:
             if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                chunks = []
+                chunks: list[bytes] = []
                 while True:
                     size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                     if size == 0:
@@ -269,6 +270,8 @@ def start_second_daemon(images: list[str]) -> SecondDaemon:
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)
         raise
     daemon = SecondDaemon(server, root, bridge)
+    if not images:
+        return daemon
     save = subprocess.Popen(["docker", "save", *images], stdout=subprocess.PIPE)
     load = subprocess.run(["docker", "-H", daemon.host, "load", "-q"], stdin=save.stdout,
                           capture_output=True, text=True, timeout=600)
