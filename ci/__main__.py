@@ -1,5 +1,3 @@
-import sys
+from ci.cli import entry
 
-from ci.cli import main
-
-sys.exit(main())
+entry()
