@@ -20,7 +20,7 @@ import anyio
 
 from ci.commands import build as jobs_cmd
 from ci.config import Config
-from ci.errors import CIError, GateFailed, TrackingError
+from ci.errors import CIError, GateFailed
 from ci.jobs import with_model
 from ci.platforms import Platform
 from ci.redact import redact
@@ -241,7 +241,7 @@ class ReleaseRun:
             registered_model=self.model.registered_model, alias=self.model.alias,
             run_id=self.model.training.run_id, candidate_version=self.model.version,
             champion_version=d.champion_version, passed=self.model.passed,
-            reason="; ".join(d.reasons) if hasattr(d, "reasons") else "",
+            reason="; ".join(d.reasons),
             reused_run=self.model.training.reused, metrics=dict(d.metrics),
             baseline=dict(d.baseline or {}), deltas=dict(d.deltas or {}),
             model_uri=self.model.model_uri or "",
@@ -474,7 +474,3 @@ def _deploy_dict(result: Any) -> dict[str, Any] | None:
         "dry_run": result.dry_run, "pushed": result.pushed,
         "diff": result.diff if result.dry_run else "",
     }
-
-
-def is_tracking_error(exc: BaseException) -> bool:
-    return isinstance(exc, TrackingError)
