@@ -37,12 +37,11 @@ def overhead(f: dict[str, Any]) -> list[str]:
     rest_gap = _sub(seg["rest"]["ci"], seg["rest"]["hand"])
     lines = [f"- **Orchestration overhead ({'met' if o['met'] else 'not met'}, "
              f"{_n(o['ratio'], 2)}x).** `ci` spends {_n(seg['rest']['ci'], 2)} s outside its "
-             f"stages, mostly after the last one (by hand: {_n(seg['rest']['hand'], 2)} s): "
-             "mostly Python tearing down a "
-             f"process that imported MLflow (measured on its own: {_n(c['teardown'], 2)} s from "
-             "the last line of work to the exit). Ending `ci` with "
-             "`os._exit(code)` once stdout/stderr are flushed (and the verdict, record and "
-             f"reports are written) saves that teardown, of the ~{_n(rest_gap)} s gap."]
+             f"stages, mostly after the last one (by hand: {_n(seg['rest']['hand'], 2)} s). "
+             "Python tearing down a process that imported MLflow costs "
+             f"{_n(c['teardown'], 2)} s on its own; the `ci` console script already skips it "
+             "(`os._exit(code)` once stdout/stderr are flushed and the verdict, record and "
+             f"reports are written), which leaves the ~{_n(rest_gap)} s gap above."]
     if o["overlap"] and o["other"]["median"] is not None:
         lines.append(
             f"  The model stage ran beside the platform jobs; by hand the same overlap took "
@@ -99,7 +98,7 @@ def warm(f: dict[str, Any]) -> list[str]:
         "note of (input hash, champion version) -> (run, version, gate result) in the state "
         "dir, checked before importing MLflow, would make reuse ~0.1 s when the alias has "
         "not moved (verify it lazily, e.g. in the promote step that needs MLflow anyway).",
-        f"  - process teardown: {_n(rest)} s (see above: `os._exit`).",
+        f"  - process exit and report writing: {_n(rest)} s (teardown is already skipped).",
         "  - the release image gets new labels (run id, created) so every rerun pushes a new "
         f"config blob ({_n(_get(w, 'forced_blob_upload_bytes', 'median'), 0)} bytes) and a "
         "new index digest, and deploys a new commit; deriving `created` from the commit time "
