@@ -104,7 +104,7 @@ def decide(
     extra_reasons: list[str] | None = None,
 ) -> Verdict:
     """Combine every gate into one verdict; `passed` only if every gate passed."""
-    reasons = list(extra_reasons or [])
+    reasons: list[str] = []
     by_platform = {r.platform: r for r in platforms}
     skipped = not platforms and bool(extra_reasons)  # jobs were skipped: say why once
     for p in expected_platforms:
@@ -141,6 +141,11 @@ def decide(
         reasons.append(
             f"emulation budget: {emulated:.0f} s emulated > {emulation_budget_seconds:g} s"
         )
+    # stage-level reasons (MLflow down, skipped builds) come after the gates' own reasons,
+    # except a model stage that never decided: then it is the first thing to read
+    extra = list(extra_reasons or [])
+    reasons = [r for r in extra if r.startswith("model stage:")] + reasons + [
+        r for r in extra if not r.startswith("model stage:")]
     return Verdict(
         run_id=run_id, project=project, image=image, created=created, source=source,
         expected_platforms=list(expected_platforms), platforms=list(platforms), model=model,

@@ -109,9 +109,15 @@ def test_emulation_budget() -> None:
     assert run(emulation_budget_seconds=5.0).passed
 
 
-def test_extra_reasons_are_kept_first() -> None:
-    v = run(extra_reasons=["publish: registry refused"], model=model(False, "worse"))
-    assert v.reasons == ["publish: registry refused", "model gate: worse"]
+def test_gate_reasons_come_before_stage_notes() -> None:
+    v = run(extra_reasons=["release builds skipped: model gate failed"], model=model(False, "worse"))
+    assert v.reasons == ["model gate: worse", "release builds skipped: model gate failed"]
+
+
+def test_a_model_stage_that_never_decided_is_read_first() -> None:
+    v = run(extra_reasons=["release builds skipped: x", "model stage: MLflow unreachable"],
+            model=None, model_required=True)
+    assert v.reasons[0] == "model stage: MLflow unreachable"
 
 
 def test_summary_is_notification_sized() -> None:
