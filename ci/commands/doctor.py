@@ -26,15 +26,6 @@ def _http_answers(url: str, timeout: float = 3.0) -> tuple[bool, str]:
         return False, str(reason)
 
 
-def registry_url(image: str, insecure: bool = False) -> str:
-    """`/v2/` base URL of the registry holding `image` (loopback registries speak http)."""
-    host = image.split("/", 1)[0]
-    if "." not in host and ":" not in host and host != "localhost":
-        host = "registry-1.docker.io"
-    plain = insecure or host.startswith(("127.", "localhost", "[::1]"))
-    return f"{'http' if plain else 'https'}://{host}/v2/"
-
-
 def check_buildx(environ: Mapping[str, str]) -> dict[str, Any]:
     try:
         res = proc.run(["docker", "buildx", "version"], env=environ, timeout=10, check=False)
@@ -63,7 +54,9 @@ def run_doctor(
         },
     }
     if config:
-        url = registry_url(config.project.image, config.publish.insecure)
+        from ci.registry import RegistryClient
+
+        url = RegistryClient.for_image(config.project.image, config.publish, env).base_url + "/v2/"
         ok, detail = _http_answers(url)
         report["registry"] = {"url": url, "ok": ok, "detail": detail}
         uri = config.tracking_uri()
