@@ -22,6 +22,21 @@ def strip_credentials(url: str) -> str:
     return re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", r"\1", url)
 
 
+_GITHUB_ARCH = {"X64": "amd64", "ARM64": "arm64", "ARM": "arm", "X86": "386"}
+
+
+def _arch(value: str) -> str:
+    """A CI system's runner arch (`X64`, `linux/arm64`, `aarch64`) as an OCI arch, or ''."""
+    from ci import platforms
+    from ci.errors import PlatformError
+
+    value = _GITHUB_ARCH.get(value.upper(), value) if value else ""
+    try:
+        return platforms.parse(value).architecture if value else ""
+    except PlatformError:
+        return ""
+
+
 def from_github(env: Mapping[str, str]) -> SourceInfo:
     ref = env.get("GITHUB_REF", "")
     ref_type = env.get("GITHUB_REF_TYPE", "")
@@ -52,6 +67,7 @@ def from_github(env: Mapping[str, str]) -> SourceInfo:
         actor=env.get("GITHUB_ACTOR", ""),
         provider="github",
         pull_request=pr,
+        runner_arch=_arch(env.get("RUNNER_ARCH", "")),
     )
 
 
@@ -59,6 +75,8 @@ def from_gitlab(env: Mapping[str, str]) -> SourceInfo:
     tag = env.get("CI_COMMIT_TAG", "")
     branch = env.get("CI_COMMIT_BRANCH", "") or env.get("CI_MERGE_REQUEST_SOURCE_BRANCH_NAME", "")
     ref = f"refs/tags/{tag}" if tag else (f"refs/heads/{branch}" if branch else "")
+    if env.get("CI_MERGE_REQUEST_REF_PATH"):  # merge-request pipelines build the MR's ref
+        ref = env["CI_MERGE_REQUEST_REF_PATH"]
     return SourceInfo(
         sha=env.get("CI_COMMIT_SHA", ""),
         ref=ref,
@@ -70,6 +88,7 @@ def from_gitlab(env: Mapping[str, str]) -> SourceInfo:
         actor=env.get("GITLAB_USER_LOGIN", ""),
         provider="gitlab",
         pull_request=env.get("CI_MERGE_REQUEST_IID", ""),
+        runner_arch=_arch(env.get("CI_RUNNER_EXECUTABLE_ARCH", "")),
     )
 
 
@@ -109,4 +128,7 @@ def detect(environ: Mapping[str, str], cwd: Path) -> SourceInfo:
         return from_github(environ)
     if environ.get("GITLAB_CI") == "true":
         return from_gitlab(environ)
-    return from_git(environ, cwd)
+    from ci import platforms
+
+    return from_git(environ, cwd).model_copy(
+        update={"runner_arch": platforms.host().architecture})

@@ -32,6 +32,7 @@ class SourceInfo(_Data):
     actor: str = ""
     provider: Literal["github", "gitlab", "local"] = "local"
     pull_request: str = ""
+    runner_arch: str = ""  # the machine running ci (normalised OCI arch: amd64, arm64...)
 
 
 class JobSpec(_Data):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from ci.ci_env import detect, strip_credentials
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
@@ -90,3 +92,20 @@ def test_run_id_override_wins_in_ci() -> None:
 def test_strip_credentials() -> None:
     assert strip_credentials("https://u:p@h/x") == "https://h/x"
     assert strip_credentials("git@github.com:team/app.git") == "git@github.com:team/app.git"
+
+
+@pytest.mark.parametrize(("value", "arch"), [("X64", "amd64"), ("ARM64", "arm64"), ("", "")])
+def test_github_runner_arch(value: str, arch: str) -> None:
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_SHA": "a" * 40, "GITHUB_REF": "refs/heads/main",
+           "RUNNER_ARCH": value}
+    assert detect(env, Path(".")).runner_arch == arch
+
+
+def test_gitlab_merge_request_ref_and_runner_arch() -> None:
+    env = {"GITLAB_CI": "true", "CI_COMMIT_SHA": "b" * 40, "CI_MERGE_REQUEST_IID": "7",
+           "CI_MERGE_REQUEST_SOURCE_BRANCH_NAME": "feature",
+           "CI_MERGE_REQUEST_REF_PATH": "refs/merge-requests/7/head",
+           "CI_RUNNER_EXECUTABLE_ARCH": "linux/arm64"}
+    src = detect(env, Path("."))
+    assert (src.ref, src.branch, src.pull_request, src.runner_arch) == (
+        "refs/merge-requests/7/head", "feature", "7", "arm64")
