@@ -20,13 +20,13 @@ import anyio
 
 from ci.commands import build as jobs_cmd
 from ci.config import Config
-from ci.errors import CIError, GateFailed
+from ci.errors import CIError, GateFailed, StepFailed
 from ci.jobs import with_model
 from ci.platforms import Platform
 from ci.redact import redact
 from ci.reports.summary import Progress
 from ci.results import JobSpec, PlatformResult
-from ci.verdict import MODEL_SKIP, ModelVerdict, SmokeResult, Verdict, decide
+from ci.verdict import MODEL_STEP, ModelVerdict, SmokeResult, Verdict, decide
 
 
 @dataclass
@@ -207,7 +207,7 @@ class ReleaseRun:
         async def before_release(spec: JobSpec) -> JobSpec:
             await ready.wait()
             if self.model_blocks:
-                raise GateFailed(f"{MODEL_SKIP} {self.model_blocks}")
+                raise StepFailed(f"release build skipped: {self.model_blocks}", step=MODEL_STEP)
             return with_model([spec], args)[0]
 
         async with anyio.create_task_group() as tg:
@@ -310,7 +310,6 @@ class ReleaseRun:
     def decide(self) -> Verdict:
         """One verdict from every gate; written to the state dir before anything moves."""
         assert self.prepared is not None
-        extra = [r for r in (self.model_error, self.skipped_reason) if r]
         self.verdict = decide(
             run_id=self.prepared.run_id, project=self.config.project.name,
             image=self.config.project.image, created=jobs_cmd.now_rfc3339(),
@@ -320,7 +319,8 @@ class ReleaseRun:
             model_required=self.config.model is not None, smoke=self.smoke_results,
             smoke_required=self.config.smoke is not None and self.engine == "docker",
             emulation_budget_seconds=self.config.emulation.budget_seconds,
-            extra_reasons=extra,
+            stage_error=self.model_error,
+            extra_reasons=[self.skipped_reason] if self.skipped_reason else [],
         )
         self.write_verdict()
         return self.verdict

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ci.results import PlatformResult, SourceInfo
 
 VERDICT_SCHEMA = 1
-MODEL_SKIP = "release build skipped:"  # a platform job stopped because the model failed
+MODEL_STEP = "model"  # FailureDetail.step of a platform job stopped because the model failed
 
 
 class _Data(BaseModel):
@@ -101,19 +101,25 @@ def decide(
     smoke: list[SmokeResult],
     smoke_required: bool,
     emulation_budget_seconds: float | None,
+    stage_error: str = "",
     extra_reasons: list[str] | None = None,
 ) -> Verdict:
-    """Combine every gate into one verdict; `passed` only if every gate passed."""
+    """Combine every gate into one verdict; `passed` only if every gate passed.
+
+    `stage_error` (a stage that could not decide, e.g. MLflow down) is read first;
+    `extra_reasons` (notes such as skipped builds) come after the gates' own reasons.
+    """
     reasons: list[str] = []
     by_platform = {r.platform: r for r in platforms}
-    skipped = not platforms and bool(extra_reasons)  # jobs were skipped: say why once
+    said = bool(stage_error or extra_reasons)  # why jobs stopped is already said once
+    skipped = not platforms and said
     for p in expected_platforms:
         r = by_platform.get(p)
         if r is None:
             if not skipped:
                 reasons.append(f"{p}: no result")
         elif not r.ok:
-            if r.failure and r.failure.message.startswith(MODEL_SKIP) and extra_reasons:
+            if r.failure and r.failure.step == MODEL_STEP and said:
                 continue  # the model stage's own reason says why; once is enough
             if r.failure:
                 why = r.failure.message
@@ -141,11 +147,7 @@ def decide(
         reasons.append(
             f"emulation budget: {emulated:.0f} s emulated > {emulation_budget_seconds:g} s"
         )
-    # stage-level reasons (MLflow down, skipped builds) come after the gates' own reasons,
-    # except a model stage that never decided: then it is the first thing to read
-    extra = list(extra_reasons or [])
-    reasons = [r for r in extra if r.startswith("model stage:")] + reasons + [
-        r for r in extra if not r.startswith("model stage:")]
+    reasons = [stage_error] * bool(stage_error) + reasons + list(extra_reasons or [])
     return Verdict(
         run_id=run_id, project=project, image=image, created=created, source=source,
         expected_platforms=list(expected_platforms), platforms=list(platforms), model=model,

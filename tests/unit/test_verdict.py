@@ -115,9 +115,10 @@ def test_gate_reasons_come_before_stage_notes() -> None:
 
 
 def test_a_model_stage_that_never_decided_is_read_first() -> None:
-    v = run(extra_reasons=["release builds skipped: x", "model stage: MLflow unreachable"],
+    v = run(extra_reasons=["release builds skipped: x"], stage_error="model stage: MLflow unreachable",
             model=None, model_required=True)
     assert v.reasons[0] == "model stage: MLflow unreachable"
+    assert v.reasons[-1] == "release builds skipped: x"
 
 
 def test_summary_is_notification_sized() -> None:
@@ -145,3 +146,18 @@ def test_passed_iff_every_gate_passed(plat_ok: list[bool], smoke_ok: list[bool],
         assert (f"{p}: boom" in v.reasons) == (not ok)
     assert ("model gate: worse" in v.reasons) == (not model_ok)
     assert v.passed == (v.reasons == [])
+
+
+def test_jobs_stopped_by_the_model_are_not_repeated_per_platform() -> None:
+    stopped = [
+        platform(p, ok=False, failure="x").model_copy(update={"failure": FailureDetail(
+            step="model", message="release build skipped: model gate failed")})
+        for p in (AMD, ARM)
+    ]
+    v = run(platforms=stopped, model=model(False, "worse"), smoke=[],
+            extra_reasons=["release builds skipped: model gate failed"])
+    assert v.reasons == ["model gate: worse", "release builds skipped: model gate failed"]
+    # without a stage note each platform says why it stopped
+    v = run(platforms=stopped, model=model(False, "worse"), smoke=[])
+    assert v.reasons[:2] == [f"{AMD}: release build skipped: model gate failed",
+                             f"{ARM}: release build skipped: model gate failed"]
