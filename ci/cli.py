@@ -6,17 +6,25 @@ imported inside the commands that need them so `ci --help` and `ci plan` stay fa
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ci import errors
-from ci.redact import redact
+from ci.core import errors
+from ci.core.redact import redact
+
+if TYPE_CHECKING:
+    from ci.pipelines.loader import LoadedPipeline
+
+# The pipeline function a project's `python -m pipelines.NAME` hands to `run_main`.
+_OVERRIDE: contextvars.ContextVar[LoadedPipeline | None] = contextvars.ContextVar(
+    "maci_pipeline", default=None)
 
 app = typer.Typer(
     name="ci",
@@ -50,13 +58,13 @@ def _console(stderr: bool = False) -> Any:
 
 
 def _load(config: Path | None) -> Any:
-    from ci import config as cfg
+    from ci.core import config as cfg
 
     return cfg.load(config, os.environ, Path.cwd())
 
 
 def _platforms(values: list[str] | None) -> Any:
-    from ci import platforms
+    from ci.core import platforms
 
     return platforms.parse_many(values) if values else None
 
@@ -80,7 +88,7 @@ def plan(
 ) -> int:
     """Show where each platform job would run (native, emulated or unavailable). Exit 1 if any
     platform is unavailable."""
-    from ci.commands.plan import build_plan
+    from ci.stages.prepare import build_plan
 
     only = _platforms(platform)
     result = build_plan(_load(config), only=only, engine=_engine(engine))
@@ -97,7 +105,7 @@ def plan(
 def doctor(config: ConfigOpt = None, as_json: JsonOpt = False) -> int:
     """Report Docker daemons and their architecture, buildx, qemu binfmt handlers (flag F),
     Dagger CLI/session, and whether the configured registry and MLflow answer."""
-    from ci import config as cfg
+    from ci.core import config as cfg
     from ci.commands.doctor import run_doctor
 
     loaded = None
@@ -116,7 +124,8 @@ def doctor(config: ConfigOpt = None, as_json: JsonOpt = False) -> int:
 @app.command("setup-qemu")
 def setup_qemu(platform: PlatformOpt = None) -> int:
     """Register qemu-user-static binfmt handlers with flag F (idempotent; needs root)."""
-    from ci import binfmt, platforms
+    from ci.adapters import binfmt
+    from ci.core import platforms
 
     wanted = _platforms(platform) or [platforms.parse("linux/arm64")]
     for r in binfmt.setup(wanted):
@@ -149,12 +158,14 @@ def build(
 ) -> int:
     """Test and build every platform on its runner (Docker engine), then publish the
     multi-arch index and move the release tags only if ALL platforms passed."""
-    from ci.commands.build import check_publishable, publish_results, run_jobs
+    from ci.commands.build import run_jobs
     from ci.reports import results as report
+    from ci.stages.publish import check_publishable, decide_results, publish_release
+    from ci.stages.real import registry_for
 
     loaded = _load(config)
     only = _platforms(platform)
-    check_publishable(loaded, only, not no_publish)
+    check_publishable(loaded, [str(p) for p in only] if only else None, not no_publish)
     prepared, results = run_jobs(
         loaded, only=only, push=not no_publish,
         on_result=None if as_json else lambda r: _console(stderr=True).print(
@@ -163,8 +174,13 @@ def build(
     published = None
     if not no_publish:
         try:
-            published = publish_results(loaded, results,
-                                        expected=[j.platform for j in prepared.plan.jobs])
+            verdict = decide_results(loaded, results, expected=prepared.expected)
+            permit = verdict.permit()
+            client = registry_for(loaded, os.environ)
+            try:
+                published = publish_release(permit, loaded, client)
+            finally:
+                client.close()
         except errors.CIError as exc:
             _report_refusal(results, exc, as_json)
             raise
@@ -219,17 +235,22 @@ def merge(
     files: Annotated[list[Path], typer.Argument(help="Result files written by `ci job`")],
     config: ConfigOpt = None,
     platform: PlatformOpt = None,
+    model_result: Annotated[Path | None, typer.Option(
+        "--model-result", help="The JSON `ci train --json` printed: its gate decision becomes "
+        "part of the verdict (a rejected model refuses the merge)")] = None,
     as_json: JsonOpt = False,
 ) -> int:
-    """Assemble the multi-arch index from `ci job` results and move the release tags;
-    refuses (exit 1, nothing published) if a platform failed, is missing or mismatched."""
+    """Decide the verdict from `ci job` results (the same gates as `ci run`), then assemble
+    the multi-arch index and move the release tags; refuses (exit 1, nothing published) if a
+    platform failed, is missing or mismatched, or the given model result was rejected."""
     from ci.commands.merge import loadable_results, run_merge
     from ci.reports import results as report
 
     try:
-        results, published = run_merge(
+        results, _verdict, published = run_merge(
             _load(config), files,
             expected=[str(p) for p in _platforms(platform)] if platform else None,
+            model_result=model_result,
         )
     except errors.CIError as exc:
         _report_refusal(loadable_results(files), exc, as_json)
@@ -243,7 +264,9 @@ def merge(
 
 @app.command()
 def run(
-    pipeline: Annotated[str, typer.Argument(help="Pipeline module in pipelines/")] = "release",
+    pipeline: Annotated[str, typer.Argument(
+        help="The project's pipelines/NAME.py, else a built-in (release, image_only)")]
+    = "release",
     config: ConfigOpt = None,
     platform: PlatformOpt = None,
     engine: EngineOpt = None,
@@ -258,8 +281,9 @@ def run(
     deploy, promote, notify. Nothing moves unless every gate passed."""
     from ci.commands.run import run_pipeline
 
+    chosen = _OVERRIDE.get() or pipeline
     code, result, error = run_pipeline(
-        _load(config), pipeline, engine=_engine(engine), only=_platforms(platform),
+        _load(config), chosen, engine=_engine(engine), only=_platforms(platform),
         dry_run=dry_run, force=force,
     )
     if as_json:
@@ -274,19 +298,13 @@ def run(
     elif result.verdict is not None:
         from ci.reports.summary import print_summary
 
-        print_summary(
-            _console(), result.verdict,
-            index_digest=result.published.digest if result.published else None,
-            tags=result.published.tags if result.published else (),
-            deploy_commit=result.deployed.commit if result.deployed else None,
-            promoted_version=result.promoted.version if result.promoted else None,
-            notifications=result.notified,
-        )
-        if dry_run and result.published is not None:
+        o = result.outcome_value
+        print_summary(_console(), result.verdict, o)
+        if dry_run and o.published is not None:
             sys.stdout.write(f"DRY RUN: nothing was published, deployed or promoted; the index "
-                             f"would be {result.published.digest}\n")
-        if result.deployed is not None and result.deployed.dry_run:
-            sys.stdout.write(redact(result.deployed.diff))
+                             f"would be {o.published.digest}\n")
+        if o.deployed is not None and o.deployed.dry_run:
+            sys.stdout.write(redact(o.deployed.diff))
     if error is not None:
         raise error
     return code
@@ -303,7 +321,8 @@ def deploy(
     as_json: JsonOpt = False,
 ) -> int:
     """Pin the deploy manifests to the index digest (and model version), commit, push."""
-    from ci import ci_env, gitops
+    from ci.adapters import ci_env
+    from ci.stages import deploy as gitops
 
     conf = _load(config)
     ref = index if "@" in index else f"{conf.project.image}@{index}"
@@ -314,9 +333,9 @@ def deploy(
     top = conf.root_path
     result = gitops.deploy(conf, source, ref, model_version, dry_run=dry_run, source_repo=top)
     if as_json:
-        from ci.orchestrator import _deploy_dict
+        from ci.core.outcome import ReleaseOutcome
 
-        _echo_json(_deploy_dict(result))
+        _echo_json(ReleaseOutcome(deployed=result).to_json()["deploy"])
     elif dry_run:
         sys.stdout.write(redact(result.diff))
     else:
@@ -335,7 +354,7 @@ def promote(
 ) -> int:
     """Move the MLflow alias (e.g. champion) to a version that passed the gate; run it only
     after the deploy commit landed."""
-    from ci import model_stage
+    from ci.stages import model as model_stage
 
     result = model_stage.promote(_load(config), model_version, deploy_commit)
     if as_json:
@@ -349,7 +368,7 @@ def promote(
 @app.command()
 def version() -> int:
     """Print the version."""
-    from ci import __version__
+    from ci.core.version import __version__
 
     sys.stdout.write(f"multiarch-ci {__version__}\n")
     return errors.EXIT_OK
@@ -382,6 +401,20 @@ def main(argv: list[str] | None = None) -> int:
     if code == errors.EXIT_INTERRUPTED:  # typer turns Ctrl-C into a plain 130
         sys.stderr.write("interrupted: nothing was published\n")
     return code
+
+
+def run_main(pipeline: Any, argv: list[str] | None = None) -> int:
+    """`python -m pipelines.NAME [ci run options]` for a project's own pipeline file: the
+    same options, reports and exit codes as `ci run NAME`, with this function as the
+    pipeline (so `dagger run python -m pipelines.NAME` works too)."""
+    from ci.pipelines.loader import LoadedPipeline
+
+    name = str(getattr(pipeline, "__module__", "") or "pipeline").rsplit(".", 1)[-1]
+    token = _OVERRIDE.set(LoadedPipeline(name, pipeline, name))
+    try:
+        return main(["run", "release", *(sys.argv[1:] if argv is None else argv)])
+    finally:
+        _OVERRIDE.reset(token)
 
 
 def entry() -> None:

@@ -9,10 +9,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ci import binfmt, inventory, proc
-from ci.config import Config
-from ci.errors import StepFailed, ToolMissing
-from ci.plan import default_runner, runners_for
+from ci.adapters import binfmt, inventory, proc
+from ci.core.config import Config
+from ci.core.errors import StepFailed, ToolMissing
+from ci.core.plan import default_runner, runners_for
 
 
 def _http_answers(url: str, timeout: float = 3.0) -> tuple[bool, str]:
@@ -54,7 +54,7 @@ def run_doctor(
         },
     }
     if config:
-        from ci.registry import RegistryClient
+        from ci.adapters.registry import RegistryClient
 
         url = RegistryClient.for_image(config.project.image, config.publish, env).base_url + "/v2/"
         ok, detail = _http_answers(url)

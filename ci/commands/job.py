@@ -6,12 +6,12 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from ci import platforms
-from ci.commands.build import Prepared, execute, prepare
-from ci.config import Config
-from ci.errors import UsageError
-from ci.jobs import with_model
-from ci.results import PlatformResult
+from ci.core import platforms
+from ci.stages.fanout import execute
+from ci.stages.prepare import prepare
+from ci.core.config import Config
+from ci.core.errors import UsageError
+from ci.core.results import PlatformResult
 
 
 def default_output(platform: str) -> Path:
@@ -39,11 +39,10 @@ def run_job(
                          "embeds the registered version (run `ci train --json` first)")
     prepared = prepare(config, only=[wanted], engine=engine, environ=env, run_id=run_id)
     if model_version:
-        from ci.model_stage import materialize_model
+        from ci.stages.model import materialize_model
 
         model = materialize_model(config, model_version, environ=env)
-        prepared = Prepared(prepared.plan, prepared.source, prepared.run_id,
-                            with_model(prepared.specs, model.build_args()), prepared.output_dir)
+        prepared = prepared.with_model(model.build_args())
     [result] = execute(prepared, config, engine=engine, push=True, environ=env)
     path = output or default_output(str(wanted))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,18 +1,25 @@
-"""`ci merge result-*.json`: validate the legs' results, then the shared publish path."""
+"""`ci merge result-*.json`: the legs' results → one verdict (the same `decide()` as
+`ci run`) → with its Permit, the shared publish path."""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from ci.commands.build import publish_results
-from ci.config import Config
-from ci.errors import UsageError
-from ci.publish import PublishResult
-from ci.results import PlatformResult
+from ci.core.config import Config
+from ci.core.errors import UsageError
+from ci.core.model import ModelStageResult
+from ci.core.outcome import PublishResult
+from ci.core.results import PlatformResult
+from ci.core.verdict import Verdict, model_verdict_of
+from ci.stages.prepare import now_rfc3339
+from ci.stages.publish import decide_results, publish_release
+from ci.stages.real import registry_for
 
 
 def load_result(path: Path) -> PlatformResult:
@@ -29,6 +36,23 @@ def load_result(path: Path) -> PlatformResult:
         raise UsageError(f"{path}: not a platform result ({where}: {first['msg']})") from None
 
 
+def load_model_result(path: Path) -> ModelStageResult:
+    """The JSON `ci train --json` printed (its extra `ok` key is ignored)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--model-result {path}: {exc}") from None
+    if isinstance(data, dict):
+        data.pop("ok", None)
+    try:
+        return ModelStageResult.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "<root>"
+        raise UsageError(f"--model-result {path}: not `ci train --json` output "
+                         f"({where}: {first['msg']})") from None
+
+
 def loadable_results(files: Sequence[Path]) -> list[PlatformResult]:
     """The result files that load (for reporting a refusal); bad ones are skipped."""
     out = []
@@ -43,10 +67,22 @@ def run_merge(
     files: Sequence[Path],
     *,
     expected: Sequence[str] | None = None,
+    model_result: Path | None = None,
     environ: Mapping[str, str] | None = None,
-) -> tuple[list[PlatformResult], PublishResult]:
-    """Publish the index from several legs' results, or refuse (GateFailed) touching nothing."""
+) -> tuple[list[PlatformResult], Verdict, PublishResult]:
+    """Decide the verdict from the legs' results, then publish with its Permit; a rejected
+    verdict raises GateFailed (its first reason) and touches nothing."""
     if not files:
         raise UsageError("give the result files of the platform jobs (ci job --output ...)")
+    env = dict(os.environ if environ is None else environ)
     results = [load_result(Path(f)) for f in files]
-    return results, publish_results(config, results, expected=expected, environ=environ)
+    model = model_verdict_of(load_model_result(model_result)) if model_result else None
+    verdict = decide_results(config, results, expected=expected, model=model,
+                             created=now_rfc3339())
+    permit = verdict.permit()
+    client = registry_for(config, env)
+    try:
+        published = publish_release(permit, config, client)
+    finally:
+        client.close()
+    return results, verdict, published

@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ci import ci_env
-from ci.config import Config
-from ci.model_stage import ModelStageResult, train_and_gate
-from ci.results import SourceInfo
+from ci.adapters import ci_env
+from ci.core.config import Config
+from ci.stages.model import ModelStageResult, train_and_gate
+from ci.core.results import SourceInfo
 
 
 def new_run_id(source: SourceInfo) -> str:

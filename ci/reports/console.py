@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ci.plan import Plan
+from ci.core.plan import Plan
 
 _STYLE = {"native": "green", "emulated": "yellow", "unavailable": "red"}
 

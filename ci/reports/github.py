@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from ci.redact import redact, registered
-from ci.verdict import Verdict
+from ci.core.redact import redact, registered
+from ci.core.verdict import Verdict
 
 # (stage, lane, start, end[, ok]) with start/end in seconds (epoch or monotonic, same clock)
 SpanLike = tuple[str, str, float, float] | tuple[str, str, float, float, bool]

@@ -11,9 +11,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ci.redact import redact
+from ci.core.redact import redact
 from ci.reports.github import SpanLike
-from ci.verdict import Verdict
+from ci.core.verdict import Verdict
 
 JUNIT_FILE = "maci-junit.xml"
 DOTENV_FILE = "maci.env"

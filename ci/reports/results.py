@@ -9,8 +9,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ci.publish import PublishResult
-from ci.results import PlatformResult
+from ci.core.outcome import PublishResult
+from ci.core.results import PlatformResult
 
 _STATUS = {"passed": "green", "failed": "red", "error": "red"}
 _PLACEMENT = {"native": "green", "emulated": "yellow", "unavailable": "red"}

@@ -21,11 +21,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ci.redact import redact
-from ci.verdict import Verdict
+from ci.core.redact import redact
+from ci.core.outcome import ReleaseOutcome
+from ci.core.verdict import Verdict
 
-if TYPE_CHECKING:
-    from ci.notify import NotifyReport
 
 _STYLE = {"native": "green", "emulated": "yellow", "unavailable": "red"}
 
@@ -156,16 +155,14 @@ def _e(text: str) -> str:
     return escape(redact(text))
 
 
-def summary_renderable(
-    verdict: Verdict,
-    *,
-    index_digest: str | None = None,
-    tags: Sequence[str] = (),
-    deploy_commit: str | None = None,
-    promoted_version: str | None = None,
-    notifications: NotifyReport | None = None,
-) -> RenderableType:
+def summary_renderable(verdict: Verdict, outcome: ReleaseOutcome | None = None) -> RenderableType:
     """What a user reads at the end: outcome, digest, platforms, gate, deploy, model version."""
+    o = outcome or ReleaseOutcome()
+    index_digest = o.published.digest if o.published else None
+    tags: Sequence[str] = o.published.tags if o.published else ()
+    deploy_commit = o.deployed.commit if o.deployed else None
+    promoted_version = o.promoted.version if o.promoted else None
+    notifications = o.notified
     if verdict.passed and index_digest:
         head = "[bold green]RELEASED[/]"
     elif verdict.passed:
@@ -219,18 +216,7 @@ def summary_renderable(
     return Group(*[Text.from_markup(x) if isinstance(x, str) else x for x in lines])
 
 
-def print_summary(
-    console: Console,
-    verdict: Verdict,
-    *,
-    index_digest: str | None = None,
-    tags: Sequence[str] = (),
-    deploy_commit: str | None = None,
-    promoted_version: str | None = None,
-    notifications: NotifyReport | None = None,
-) -> None:
+def print_summary(console: Console, verdict: Verdict,
+                  outcome: ReleaseOutcome | None = None) -> None:
     """Print `summary_renderable` to `console`."""
-    console.print(summary_renderable(
-        verdict, index_digest=index_digest, tags=tags, deploy_commit=deploy_commit,
-        promoted_version=promoted_version, notifications=notifications,
-    ))
+    console.print(summary_renderable(verdict, outcome))

@@ -18,9 +18,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from ci.engines.dagger_routing import Options, run_jobs_dagger
-from ci.plan import Placement, RunnerInfo
-from ci.results import JobSpec, SourceInfo
+from ci.adapters.engines.dagger_routing import Options, run_jobs_dagger
+from ci.core.plan import Placement, RunnerInfo
+from ci.core.results import JobSpec, SourceInfo
 
 pytestmark = [pytest.mark.dagger_real, pytest.mark.timeout(1800)]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from ci.results import PlatformResult
+from ci.core.results import PlatformResult
 from tests.fixtures.registry import INDEX_TYPES, Registry
 from tests.fixtures.sampleapp import head_sha, make_project
 

@@ -18,21 +18,23 @@ import anyio
 import httpx
 import pytest
 
-from ci import config as cfg
-from ci import inventory, plan, publish, redact
-from ci.engines import dagger_session as ds
-from ci.engines.dagger import TMP_TAG_PREFIX, DaggerEngine, digest_from_ref, temp_tag
-from ci.engines.dagger_child import ChildError, error_from
-from ci.engines.dagger_routing import (
+from ci.core import config as cfg
+from ci.adapters import inventory
+from ci.core import plan, redact
+from ci.stages import publish
+from ci.adapters.engines import dagger_session as ds
+from ci.adapters.engines.dagger import TMP_TAG_PREFIX, DaggerEngine, digest_from_ref, temp_tag
+from ci.adapters.engines.dagger_child import ChildError, error_from
+from ci.adapters.engines.dagger_routing import (
     Options,
     group_by_runner,
     run_jobs_dagger,
     run_single_engine_dagger,
 )
-from ci.errors import EngineUnreachable, GateFailed, PlanUnavailable, StepFailed, TestsFailed
-from ci.plan import Placement, RunnerInfo
-from ci.registry import Credentials
-from ci.results import JobSpec, SourceInfo
+from ci.core.errors import EngineUnreachable, GateFailed, PlanUnavailable, StepFailed, TestsFailed
+from ci.core.plan import Placement, RunnerInfo
+from ci.adapters.registry import Credentials
+from ci.core.results import JobSpec, SourceInfo
 from tests.fixtures.dagger_fake import DaggerFake, clean_environ
 from tests.fixtures.procs import wait_until
 
@@ -343,8 +345,8 @@ def test_single_engine_publishes_the_multi_platform_image_in_one_call(
 def test_child_engine_serves_the_engine_port_for_fanout(
     dagger_fake: DaggerFake, context: Path, tmp_path: Path
 ) -> None:
-    from ci.engines.dagger_routing import DaggerChildEngine
-    from ci.fanout import run_jobs
+    from ci.adapters.engines.dagger_routing import DaggerChildEngine
+    from ci.stages.fanout import run_jobs
 
     env = {**clean_environ(), **dagger_fake.session_env()}
     engine = DaggerChildEngine([default_runner()], env, NO_RETRY)
@@ -410,7 +412,7 @@ def test_a_runner_host_that_never_answers_is_cut_off_by_the_connect_timeout(
 def test_unreachable_runner_host_falls_back_to_emulation_on_the_default_engine(
     dagger_fake: DaggerFake, context: Path, tmp_path: Path
 ) -> None:
-    from ci.fanout import qemu_fallback
+    from ci.core.placement import qemu_fallback
 
     env = {**clean_environ(), **dagger_fake.cli_env(), "MACI_DAGGER_FAKE_UNREACHABLE": ARM_HOST}
     runners = [default_runner(), RunnerInfo(name="arm", engine="dagger", host=ARM_HOST,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ci import binfmt
+from ci.adapters import binfmt
 from tests.fixtures.procs import require, require_tool
 
 pytestmark = pytest.mark.integration

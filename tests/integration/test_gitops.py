@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from ci import redact
-from ci.config import Config, load, loads
-from ci.errors import DeployRefused, GitOpsError, UsageError
-from ci.gitops import (
+from ci.core import redact
+from ci.core.config import Config, load, loads
+from ci.core.errors import DeployRefused, GitOpsError, UsageError
+from ci.stages.deploy import (
     GUARD_FILE,
     Deployed,
     DeployResult,
@@ -24,8 +24,8 @@ from ci.gitops import (
     display_remote,
     init_remote,
 )
-from ci.manifests import Target, update_manifest
-from ci.results import SourceInfo
+from ci.core.manifests import Target, update_manifest
+from ci.core.results import SourceInfo
 from tests.fixtures.procs import free_port, require_tool
 
 pytestmark = pytest.mark.integration

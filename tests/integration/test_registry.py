@@ -11,12 +11,12 @@ import secrets
 
 import pytest
 
-from ci import redact
-from ci.config import PublishConfig, RegistryAuth
-from ci.errors import ConfigError, GateFailed, RegistryError
-from ci.publish import TagMoveError, build_index, publish, verify_index
-from ci.registry import OCI_INDEX, Credentials, ImageRef, RegistryClient
-from ci.results import PlatformResult, SourceInfo
+from ci.core import redact
+from ci.core.config import PublishConfig, RegistryAuth
+from ci.core.errors import ConfigError, GateFailed, RegistryError
+from ci.stages.publish import TagMoveError, build_index, publish, verify_index
+from ci.adapters.registry import OCI_INDEX, Credentials, ImageRef, RegistryClient
+from ci.core.results import PlatformResult, SourceInfo
 from tests.fixtures.registry import (
     DIGEST_PUT,
     TAG_PUT,

@@ -15,9 +15,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from ci import proc
-from ci.config import SmokeConfig
-from ci.smoke import run_smoke, smoke
+from ci.adapters import proc
+from ci.core.config import SmokeConfig
+from ci.stages.smoke import run_smoke, smoke
 from tests.fixtures.procs import require, require_tool
 from tests.fixtures.registry import Registry
 

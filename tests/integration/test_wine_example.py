@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from ci import config as cfg
-from ci.model_stage import materialize_model, train_and_gate
-from ci.results import SourceInfo
+from ci.core import config as cfg
+from ci.stages.model import materialize_model, train_and_gate
+from ci.core.results import SourceInfo
 from tests.fixtures.procs import ServerProcess, free_port, require_tool, start_server
 
 pytestmark = pytest.mark.integration

@@ -207,12 +207,12 @@ DIGEST = "sha256:" + "ab" * 32
 
 def write_real_outputs(folder: Path) -> None:
     """result/gate/merge JSON made by the same models and serialisers the `ci` commands use."""
-    from ci.gate import GateDecision
-    from ci.model_stage import ModelStageResult
-    from ci.publish import PublishResult
+    from ci.core.gate import GateDecision
+    from ci.stages.model import ModelStageResult
+    from ci.stages.publish import PublishResult
     from ci.reports.results import to_json
-    from ci.results import PlatformResult, TestSummary
-    from ci.training import TrainingResult
+    from ci.core.results import PlatformResult, TestSummary
+    from ci.stages.training import TrainingResult
 
     leg = PlatformResult(
         project="svc", image="ghcr.io/org/svc", platform="linux/arm64", runner="local",

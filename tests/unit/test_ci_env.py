@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ci.ci_env import detect, strip_credentials
+from ci.adapters.ci_env import detect, strip_credentials
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
 

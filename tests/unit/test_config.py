@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ci import config as cfg
-from ci.errors import ConfigError
+from ci.core import config as cfg
+from ci.core.errors import ConfigError
 
 MINIMAL = """
 [project]

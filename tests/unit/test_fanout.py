@@ -10,10 +10,11 @@ from typing import ClassVar
 import anyio
 import pytest
 
-from ci.errors import EngineError, EngineUnreachable
-from ci.fanout import qemu_fallback, run_jobs
-from ci.plan import Placement, RunnerInfo
-from ci.results import JobSpec, PlatformResult
+from ci.core.errors import EngineError, EngineUnreachable
+from ci.core.placement import qemu_fallback
+from ci.stages.fanout import run_jobs
+from ci.core.plan import Placement, RunnerInfo
+from ci.core.results import JobSpec, PlatformResult
 
 
 def spec(platform: str, runner: str, kind: str = "native") -> JobSpec:

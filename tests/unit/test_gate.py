@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ci.config import MetricThresholdConfig as T
-from ci.errors import ConfigError
-from ci.gate import Bounds, GateDecision, decide, effective_bounds, evaluate
+from ci.adapters.mlflow_gate import mlflow_failures
+from ci.core.config import MetricThresholdConfig as T
+from ci.core.errors import ConfigError
+from ci.core.gate import Bounds, GateDecision, decide, effective_bounds, evaluate
 
 NO_REGRESSION = {"accuracy": T(threshold=0.85, min_absolute_change=0.0)}
 
@@ -25,7 +26,7 @@ def run(thresholds: dict[str, T], candidate: dict[str, float],
         thresholds, candidate_run_id="cand", candidate=candidate, alias="champion",
         champion_version="3" if champion is not None else None,
         champion_run_id=("cand" if same_run else "champ") if champion is not None else None,
-        champion_metrics=champion,
+        champion_metrics=champion, check=mlflow_failures,
     )
 
 
@@ -172,7 +173,7 @@ def test_no_thresholds_passes_with_a_note() -> None:
 
 def test_relative_change_above_one_is_refused_by_the_config() -> None:
     """MLflow refuses min_relative_change > 1; the config says so up front, naming the field."""
-    from ci import config as cfg
+    from ci.core import config as cfg
 
     text = """
 [project]

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from ci import config as cfg
-from ci.errors import ConfigError, PlanUnavailable
-from ci.jobs import LABEL_PLATFORM, LABEL_REVISION, LABEL_RUN_ID, expand_base, spec_for
-from ci.plan import Placement, PlatformJob
-from ci.platforms import parse
-from ci.results import SourceInfo
+from ci.core import config as cfg
+from ci.core.errors import ConfigError, PlanUnavailable
+from ci.core.jobs import LABEL_PLATFORM, LABEL_REVISION, LABEL_RUN_ID, expand_base, spec_for
+from ci.core.plan import Placement, PlatformJob
+from ci.core.platforms import parse
+from ci.core.results import SourceInfo
 
 TOML = """
 [project]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ci.junit import JUnitError, parse, summarize
+from ci.core.junit import JUnitError, parse, summarize
 
 PYTEST = """<?xml version="1.0" encoding="utf-8"?><testsuites name="pytest tests">
 <testsuite name="pytest" errors="1" failures="1" skipped="1" tests="5" time="1.234"

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from ci.manifests import (
+from ci.core.manifests import (
     Edit,
     ManifestError,
     Target,

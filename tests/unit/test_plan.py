@@ -1,6 +1,6 @@
-from ci import config as cfg
-from ci import platforms
-from ci.plan import RunnerInfo, make_plan, runners_for
+from ci.core import config as cfg
+from ci.core import platforms
+from ci.core.plan import RunnerInfo, make_plan, runners_for
 
 BASE = """
 [project]

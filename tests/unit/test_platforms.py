@@ -1,8 +1,8 @@
 import pytest
 
-from ci import platforms
-from ci.errors import PlatformError
-from ci.platforms import Platform
+from ci.core import platforms
+from ci.core.errors import PlatformError
+from ci.core.platforms import Platform
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,9 @@
 import subprocess
 from pathlib import Path
 
-from ci import config as cfg
-from ci import release_record
-from ci.results import SourceInfo
+from ci.core import config as cfg
+from ci.stages import record as release_record
+from ci.core.results import SourceInfo
 
 CONFIG = """
 [project]

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from ci import junit
-from ci.redact import register
+from ci.core import junit
+from ci.core.redact import register
 from ci.reports import github, gitlab
 from ci.reports.summary import Progress, Span, print_summary
-from ci.results import FailureDetail, PlatformResult, SourceInfo, TestSummary
-from ci.verdict import ModelVerdict, SmokeResult, Verdict, decide
+from ci.core.results import FailureDetail, PlatformResult, SourceInfo, TestSummary
+from ci.core.verdict import ModelVerdict, SmokeResult, Verdict, decide
 
 AMD, ARM = "linux/amd64", "linux/arm64"
 IMAGE = "127.0.0.1:5000/wine"

@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from ci.config import SmokeConfig
-from ci.smoke import Endpoint, endpoint_for, evaluate, percentile
+from ci.core.config import SmokeConfig
+from ci.stages.smoke import Endpoint, endpoint_for, evaluate, percentile
 
 REF = "127.0.0.1:5000/app@sha256:" + "a" * 64
 

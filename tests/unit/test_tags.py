@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ci.config import PublishConfig
-from ci.results import SourceInfo
-from ci.tags import TAG_RE, release_tags, sanitize, semver
+from ci.core.config import PublishConfig
+from ci.core.results import SourceInfo
+from ci.core.tags import TAG_RE, release_tags, sanitize, semver
 
 SHA = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"
 

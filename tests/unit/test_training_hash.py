@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ci.errors import ConfigError
-from ci.results import SourceInfo
-from ci.training import (
+from ci.core.errors import ConfigError
+from ci.core.results import SourceInfo
+from ci.stages.training import (
     INPUT_HASH_TAG,
     input_hash,
     input_identity,

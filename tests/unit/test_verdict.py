@@ -7,8 +7,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ci.results import FailureDetail, PlatformResult, SourceInfo, TestSummary
-from ci.verdict import ModelVerdict, SmokeResult, Verdict, decide
+from ci.core.results import FailureDetail, PlatformResult, SourceInfo, TestSummary
+from ci.core.verdict import ModelVerdict, SmokeResult, Verdict, decide
 
 AMD, ARM = "linux/amd64", "linux/arm64"
 IMAGE = "127.0.0.1:5000/wine"

@@ -303,7 +303,7 @@ def test_gitlab_input_check_catches_an_undeclared_input() -> None:
 
 def test_the_root_pipeline_hands_the_embedded_mlflow_store_to_the_build_jobs() -> None:
     """Without a shared MLflow server the legs read the gated version from train's store."""
-    from ci import config
+    from ci.core import config
 
     conf = config.load(ROOT / "examples" / "wine" / "ci.toml", {}, ROOT)
     assert conf.mlflow.tracking_uri is None  # the embedded store is the one train writes

@@ -1,0 +1,359 @@
+"""The Docker engine: one platform job on one Docker daemon through buildx (adapter).
+
+Every docker/buildx call carries DOCKER_HOST = the placed runner, so the job's images
+are built, tested and pushed THERE. Steps: build the test target for the platform
+(`--load`), run the test command in a container of that platform and `docker cp` the JUnit
+file out (bind mounts do not reach remote daemons), build the release target, push it
+by digest.
+
+Push by digest: buildx's `docker` driver (the only one an Engine 20.10 host has without
+pulling moby/buildkit) refuses `push-by-digest=true`, so the release image is pushed under
+a unique temporary tag `maci-tmp-<run>-<platform>`, its digest is read from the registry,
+and the temporary tag is deleted through the registry API (`RegistryClient.remove_tag`).
+No release tag is ever touched here.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import anyio
+
+from ci.core import junit, platforms
+from ci.adapters import proc
+from ci.core.errors import CIError, EngineError, EngineUnreachable, RegistryError, StepFailed
+from ci.adapters.registry import ImageRef, RegistryClient
+from ci.core.results import FailureDetail, JobSpec, PlatformResult, TestSummary
+from ci.core.tags import sanitize
+
+log = logging.getLogger(__name__)
+ReleaseHook = Callable[[JobSpec], Awaitable[JobSpec]]
+T = TypeVar("T")
+PING_TIMEOUT = 10.0
+BUILD_TIMEOUT = 3600.0
+PUSH_TIMEOUT = 1800.0
+EMULATED_STEPS = ("build_test", "test", "build_release")
+# what the docker CLI says when the DAEMON does not answer (not a registry it talks to)
+_UNREACHABLE = ("cannot connect to the docker daemon", "error during connect",
+                "is the docker daemon running")
+
+
+def _unreachable(text: str) -> bool:
+    low = text.lower()
+    return any(s in low for s in _UNREACHABLE)
+
+
+def _tail(text: str, n: int = 40) -> str:
+    return "\n".join(text.strip().splitlines()[-n:])
+
+
+class _TimedOut(EngineError):
+    """A docker call ran past its timeout (the CLI was killed)."""
+
+
+class _Failed(Exception):
+    """A step failed in a way that is data for the verdict (build error, failed tests)."""
+
+    def __init__(self, detail: FailureDetail, tests: TestSummary | None = None) -> None:
+        super().__init__(detail.message)
+        self.detail = detail
+        self.tests = tests
+
+
+def _detail(exc: CIError, durations: Mapping[str, float]) -> FailureDetail:
+    """A FailureDetail for an engine/registry error; the step is the one that was running."""
+    step = list(durations)[-1] if durations else "engine"
+    if isinstance(exc, StepFailed):
+        return FailureDetail(step=exc.step or step, message=exc.message, exit_code=exc.returncode,
+                             stdout_tail=_tail(exc.stdout), stderr_tail=_tail(exc.stderr))
+    return FailureDetail(step=step, message=exc.message)
+
+
+class DockerEngine:
+    """Runs platform jobs on the Docker daemon at `host` ("" = the CLI's default)."""
+
+    name = "docker"
+
+    def __init__(
+        self,
+        host: str = "",
+        runner: str = "local",
+        *,
+        registry: RegistryClient | None = None,
+        push: bool = True,
+        environ: Mapping[str, str] | None = None,
+        before_release: ReleaseHook | None = None,
+    ) -> None:
+        self.host = host
+        self.runner = runner
+        self.registry = registry
+        self.push = push
+        # awaited before the release build: lets tests run while the model stage finishes,
+        # and returns the spec the release build uses (e.g. with MODEL_* build args)
+        self.before_release = before_release
+        env = dict(os.environ if environ is None else environ)
+        if host:
+            env["DOCKER_HOST"] = host
+            env.pop("DOCKER_CONTEXT", None)
+        env["BUILDX_NO_DEFAULT_ATTESTATIONS"] = "1"
+        self.env = env
+
+    # ------------------------------------------------------------ docker calls
+
+    def docker(self, args: list[str], *, step: str, timeout: float = 120.0,
+               check: bool = True) -> proc.Result:
+        """`docker ARGS` on this runner; a daemon that does not answer → EngineUnreachable."""
+        try:
+            res = proc.run(["docker", *args], env=self.env, timeout=timeout, check=False, step=step)
+        except StepFailed as exc:  # only raised for a timeout when check=False
+            raise _TimedOut(f"{step} on runner {self.runner!r}: {exc.message}") from None
+        if not res.ok and _unreachable(res.stderr):
+            raise EngineUnreachable(
+                f"runner {self.runner!r} ({self.host or 'default docker host'}) does not answer: "
+                f"{_tail(res.stderr, 1)}"
+            )
+        if check and not res.ok:
+            raise StepFailed(
+                f"{step} failed on {self.runner!r} (exit {res.returncode}): {_tail(res.stderr, 1)}",
+                step=step, cmd=res.cmd, returncode=res.returncode, stdout=res.stdout,
+                stderr=res.stderr,
+            )
+        return res
+
+    def ping(self) -> dict[str, str]:
+        """The daemon's version and platform; raises EngineUnreachable when it is down."""
+        res = self.docker(["version", "--format", "{{json .Server}}"], step="docker version",
+                          timeout=PING_TIMEOUT, check=False)
+        try:
+            server = json.loads(res.stdout or "null") or {}
+        except ValueError:
+            server = {}
+        if not res.ok or not server:
+            raise EngineUnreachable(
+                f"runner {self.runner!r} ({self.host or 'default docker host'}) does not answer: "
+                f"{_tail(res.stderr or res.stdout, 1) or 'no server version'}"
+            )
+        return {"version": str(server.get("Version", "")),
+                "platform": f"{server.get('Os', 'linux')}/{server.get('Arch', '')}"}
+
+    def build(self, spec: JobSpec, *, target: str | None, step: str, labels: bool,
+              iidfile: Path, tag: str, log_path: Path) -> str:
+        """`docker buildx build --load` for the spec's platform; returns the image id."""
+        args = ["buildx", "build", "--progress=plain", "--platform", spec.platform,
+                "--file", spec.dockerfile, "--load", "--iidfile", str(iidfile), "--tag", tag]
+        if target:
+            args += ["--target", target]
+        for key, value in sorted(spec.build_args.items()):
+            args += ["--build-arg", f"{key}={value}"]
+        if labels:
+            for key, value in sorted(spec.labels.items()):
+                args += ["--label", f"{key}={value}"]
+        if spec.ca_bundle:
+            args += ["--secret", f"id=ca,src={spec.ca_bundle}"]
+        iidfile.unlink(missing_ok=True)
+        try:
+            res = self.docker([*args, spec.context], step=step, timeout=BUILD_TIMEOUT)
+        except StepFailed as exc:
+            log_path.write_text(exc.stdout + exc.stderr)
+            raise _Failed(FailureDetail(
+                step=step, message=f"{step} failed for {spec.platform}: {_tail(exc.stderr, 1)}",
+                exit_code=exc.returncode, stdout_tail=_tail(exc.stdout),
+                stderr_tail=_tail(exc.stderr),
+            )) from None
+        log_path.write_text(res.stdout + res.stderr)
+        return iidfile.read_text().strip()
+
+    @staticmethod
+    def container_name(spec: JobSpec) -> str:
+        return (f"maci-{sanitize(spec.run_id)[:40]}-{platforms.parse(spec.platform).slug}-"
+                f"{secrets.token_hex(3)}")
+
+    def remove_container(self, name: str) -> None:
+        """Force-remove (SIGKILL) a test container: works even when its PID 1 ignores signals."""
+        self.docker(["rm", "--force", "--volumes", name], step="remove container", check=False)
+
+    def run_tests(self, spec: JobSpec, image_id: str, out: Path, name: str) -> TestSummary:
+        """Run the test command in a container of the platform and copy its JUnit file out.
+
+        `--sig-proxy=false`: on Ctrl-C the CLI exits instead of forwarding the signal to a
+        PID 1 that may ignore it (an emulated process under qemu does); the container is
+        then removed by force.
+        """
+        args = ["run", "--sig-proxy=false", "--platform", spec.platform, "--name", name]
+        for key, value in sorted(spec.test_env.items()):
+            args += ["--env", f"{key}={value}"]
+        started = time.monotonic()
+        log_path = out / "test.log"
+        junit_file = out / "junit.xml"
+        junit_file.unlink(missing_ok=True)
+        try:
+            res = self.docker([*args, image_id, *spec.test_command], step="test",
+                              timeout=spec.test_timeout, check=False)
+            log_path.write_text(res.stdout + res.stderr)
+            seconds = time.monotonic() - started
+            self.docker(["cp", f"{name}:{spec.junit_path}", str(junit_file)], step="collect junit",
+                        check=False)
+        except _TimedOut as exc:
+            raise _Failed(FailureDetail(
+                step="test", message=f"tests on {spec.platform} timed out after "
+                f"{spec.test_timeout:g} s (test.timeout_seconds)", stderr_tail=exc.message,
+            ), TestSummary(errors=1, seconds=round(time.monotonic() - started, 3))) from None
+        finally:
+            # also stops a container still running after a timeout or Ctrl-C
+            self.remove_container(name)
+        summary = junit.summarize(junit_file, res.returncode, seconds=seconds,
+                                  log_path=str(log_path))
+        if not summary.ok:
+            counts = f"{summary.failed} failed, {summary.errors} errors of {summary.total}"
+            raise _Failed(FailureDetail(
+                step="test", message=f"tests failed on {spec.platform} ({counts})",
+                exit_code=res.returncode, stdout_tail=_tail(res.stdout),
+                stderr_tail=_tail(res.stderr),
+            ), summary)
+        return summary
+
+    @contextlib.contextmanager
+    def _push_auth(self, registry: str) -> Iterator[None]:
+        """Credentials for `docker push` in a private, temporary DOCKER_CONFIG (mode 0700),
+        never `docker login` into the user's config and never on a command line."""
+        creds = self.registry.credentials if self.registry else None
+        if creds is None:
+            yield
+            return
+        saved = self.env.get("DOCKER_CONFIG")
+        with tempfile.TemporaryDirectory(prefix="maci-docker-config-") as folder:
+            token = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
+            path = Path(folder) / "config.json"
+            path.touch(mode=0o600)
+            path.write_text(json.dumps({"auths": {registry: {"auth": token}}}))
+            self.env["DOCKER_CONFIG"] = folder
+            try:
+                yield
+            finally:
+                if saved is None:
+                    self.env.pop("DOCKER_CONFIG", None)
+                else:
+                    self.env["DOCKER_CONFIG"] = saved
+
+    def push_by_digest(self, spec: JobSpec, image_id: str, out: Path) -> str:
+        """Push under a unique temporary tag, read the digest, delete the temporary tag."""
+        if self.registry is None:
+            raise EngineError("push needs a registry client")
+        ref = ImageRef.parse(spec.image)
+        slug = platforms.parse(spec.platform).slug
+        tmp = f"maci-tmp-{sanitize(spec.run_id)[:60]}-{slug}-{secrets.token_hex(3)}"
+        tagged = f"{spec.image}:{tmp}"
+        self.docker(["tag", image_id, tagged], step="tag")
+        try:
+            with self._push_auth(ref.registry):
+                res = self.docker(["push", tagged], step="push", timeout=PUSH_TIMEOUT)
+            (out / "push.log").write_text(res.stdout + res.stderr)
+            digest = self.registry.resolve(ref.repository, tmp)
+            if not digest:
+                raise RegistryError(f"pushed {tagged} but the registry does not know the tag")
+            try:
+                self.registry.remove_tag(ref.repository, tmp)
+            except RegistryError as exc:
+                log.warning("temporary tag %s left in the registry: %s", tagged, exc.message)
+        finally:
+            self.docker(["rmi", "--no-prune", tagged], step="untag", check=False)
+        return digest
+
+    # ------------------------------------------------------------------- the job
+
+    async def run_job(self, spec: JobSpec) -> PlatformResult:
+        """Test, build and push one platform; failures of the job are data, not exceptions."""
+        out = Path(spec.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        durations: dict[str, float] = {}
+
+        async def step(name: str, fn: Callable[[], T]) -> T:
+            started = time.monotonic()
+            try:
+                return await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
+            finally:
+                durations[name] = round(time.monotonic() - started, 3)
+
+        await step("ping", self.ping)
+        del durations["ping"]
+        slug = platforms.parse(spec.platform).slug
+        project = sanitize(spec.project).lower() or "app"
+        tests: TestSummary | None = None
+        digest: str | None = None
+        failure: FailureDetail | None = None
+        status: Literal["passed", "failed", "error"] = "passed"
+        try:
+            release_id = ""
+            if not spec.test_target and self.before_release:
+                spec = await self.before_release(spec)
+            if spec.test_target:
+                test_id = await step("build_test", partial(
+                    self.build, spec, target=spec.test_target, step="build_test", labels=False,
+                    iidfile=out / "test.iid", tag=f"maci-test/{project}:{slug}",
+                    log_path=out / "build-test.log"))
+            else:
+                release_id = await step("build_release", partial(self._build_release, spec, out))
+                test_id = release_id
+            name = self.container_name(spec)
+            try:
+                tests = await step("test", partial(self.run_tests, spec, test_id, out, name))
+            except anyio.get_cancelled_exc_class():
+                # Ctrl-C / cancelled: kill the container so the worker thread can finish
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self.remove_container, name)
+                raise
+            if not release_id:
+                if self.before_release:
+                    spec = await self.before_release(spec)
+                release_id = await step("build_release", partial(self._build_release, spec, out))
+            if self.push:
+                digest = await step("push", partial(self.push_by_digest, spec, release_id, out))
+        except _Failed as exc:
+            status, failure, tests = "failed", exc.detail, exc.tests or tests
+        except EngineUnreachable:
+            raise  # the caller may re-place the job (qemu fallback)
+        except CIError as exc:  # push refused, registry down, docker timed out: keep the rest
+            status, failure = "error", _detail(exc, durations)
+        emulated = spec.placement.kind == "emulated"
+        return PlatformResult(
+            project=spec.project, image=spec.image, platform=spec.platform,
+            runner=spec.placement.runner or self.runner, engine=self.name,
+            placement=spec.placement.kind, placement_reason=spec.placement.reason,
+            status=status, digest=digest, tests=tests,
+            durations=durations,
+            emulated_seconds=round(sum(durations.get(s, 0.0) for s in EMULATED_STEPS), 3)
+            if emulated else 0.0,
+            failure=failure, source=spec.source, run_id=spec.run_id,
+        )
+
+    def _build_release(self, spec: JobSpec, out: Path) -> str:
+        slug = platforms.parse(spec.platform).slug
+        return self.build(spec, target=spec.build_target, step="build_release", labels=True,
+                          iidfile=out / "release.iid", tag=f"{spec.image}:maci-{slug}",
+                          log_path=out / "build-release.log")
+
+
+def engine_factory(
+    registry: RegistryClient | None, *, push: bool = True,
+    environ: Mapping[str, str] | None = None,
+    before_release: ReleaseHook | None = None,
+) -> Callable[[JobSpec], DockerEngine]:
+    """For `ci.fanout.run_jobs`: one DockerEngine per spec, pointed at its placed runner."""
+
+    def make(spec: JobSpec) -> DockerEngine:
+        return DockerEngine(spec.placement.host, spec.placement.runner or "local",
+                            registry=registry, push=push, environ=environ,
+                            before_release=before_release)
+
+    return make

@@ -1,0 +1,312 @@
+"""The MLflow adapter: the only module that talks to a tracking server or store.
+
+It fails closed: an unreachable server is a `TrackingError` within seconds (a probe with a
+short timeout, then few HTTP retries), and every MLflow or network error is translated into
+`TrackingError` here, so the model stage never half-publishes on a flaky server.
+`mlflow` is imported inside functions: it costs ~1.4 s and `ci --help` must stay fast.
+"""
+
+from __future__ import annotations
+
+from ci.core.data import Frozen
+
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ci.core import redact
+from ci.core.config import Config
+from ci.core.errors import TrackingError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+# Lower MLflow's HTTP defaults (120 s timeout, 7 retries with backoff: minutes on a dead
+# server) unless the user chose their own values.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+PROBE_TIMEOUT = 3.0
+
+
+
+class RunRecord(Frozen):
+    """What the model stage needs from an MLflow run."""
+
+    run_id: str
+    experiment_id: str
+    status: str
+    metrics: dict[str, float] = Field(default_factory=dict)
+    params: dict[str, str] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict)
+    artifact_uri: str = ""
+
+
+class VersionRecord(Frozen):
+    """A registered model version; `version` is always a string (sqlite gives int, REST str)."""
+
+    name: str
+    version: str
+    run_id: str = ""
+    source: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def _first_line(text: str, limit: int = 300) -> str:
+    line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+@contextmanager
+def translating(what: str) -> Iterator[None]:
+    """Turn MLflow and network errors into TrackingError, naming the operation."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        raise TrackingError(
+            redact.redact(f"MLflow {what} failed: {_first_line(exc.message)}")
+        ) from exc
+    except OSError as exc:  # requests' errors are OSErrors too
+        raise TrackingError(redact.redact(f"MLflow {what} failed: {_first_line(str(exc))}")) from exc
+
+
+def _token(config: Config, environ: Mapping[str, str]) -> str | None:
+    name = config.mlflow.token_env
+    if not name:
+        return None
+    value = environ.get(name)
+    if not value:
+        raise TrackingError(f"mlflow.token_env: environment variable {name} is not set")
+    redact.register(value)
+    return value
+
+
+def probe(uri: str, token: str | None = None, timeout: float = PROBE_TIMEOUT) -> None:
+    """GET <uri>/health once with a short timeout; raise TrackingError if it does not answer."""
+    request = urllib.request.Request(uri.rstrip("/") + "/health")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            if resp.status == 200:
+                return
+            detail = f"HTTP {resp.status}"
+    except urllib.error.HTTPError as exc:
+        detail = f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        detail = str(getattr(exc, "reason", exc))
+    raise TrackingError(
+        redact.redact(f"MLflow at {uri} is unreachable ({detail}); nothing was logged")
+    )
+
+
+def connect(config: Config, environ: Mapping[str, str] | None = None) -> Tracking:
+    """A client for the configured tracking URI (embedded sqlite by default), checked to answer.
+
+    The token (config mlflow.token_env) is registered for redaction and exported as
+    MLFLOW_TRACKING_TOKEN, and the low HTTP retry defaults are exported too: MLflow reads
+    both from os.environ, and the training subprocess inherits them.
+    """
+    env = os.environ if environ is None else environ
+    uri = config.tracking_uri()
+    token = _token(config, env)
+    if token:
+        os.environ["MLFLOW_TRACKING_TOKEN"] = token
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, env.get(key, value))
+    artifact_root: str | None = None
+    if uri.startswith(("http://", "https://")):
+        probe(uri, token)
+    elif uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrackingError(f"cannot create the embedded MLflow store {db}: {exc}") from None
+        artifact_root = (db.parent / "mlartifacts").as_uri()
+    import logging
+
+    from mlflow import MlflowClient
+
+    for noisy in ("mlflow", "alembic"):  # store migrations and "validation passed" chatter
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    with translating(f"connect to {uri}"):
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return Tracking(client, uri, artifact_root)
+
+
+def _str_dict(data: Mapping[str, Any] | None) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (data or {}).items()}
+
+
+def _version(mv: Any) -> VersionRecord:
+    return VersionRecord(
+        name=str(mv.name), version=str(mv.version), run_id=str(mv.run_id or ""),
+        source=str(mv.source or ""), tags=_str_dict(mv.tags),
+    )
+
+
+class Tracking:
+    """A connected MLflow client plus the operations the model stage uses."""
+
+    def __init__(self, client: MlflowClient, uri: str, artifact_root: str | None = None) -> None:
+        self.client = client
+        self.uri = uri
+        self.artifact_root = artifact_root
+
+    # ------------------------------------------------------------ experiments and runs
+
+    def experiment_id(self, name: str) -> str:
+        """The experiment's id, created on first use (artifacts beside an embedded store)."""
+        with translating(f"get experiment {name!r}"):
+            found = self.client.get_experiment_by_name(name)
+            if found is not None:
+                return str(found.experiment_id)
+            return str(self.client.create_experiment(name, artifact_location=self.artifact_root))
+
+    def find_runs(self, experiment_id: str, tags: Mapping[str, str], status: str = "FINISHED",
+                  limit: int = 1) -> list[RunRecord]:
+        """Newest runs carrying all `tags` with the given status."""
+        clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
+        clauses.append(f"attributes.status = '{status}'")
+        with translating("search runs"):
+            runs = self.client.search_runs(
+                [experiment_id], " and ".join(clauses),
+                order_by=["attributes.start_time DESC"], max_results=limit,
+            )
+        return [self._record(r) for r in runs]
+
+    def create_run(self, experiment_id: str, tags: Mapping[str, str], run_name: str) -> str:
+        with translating("create run"):
+            run = self.client.create_run(experiment_id, tags=dict(tags), run_name=run_name)
+        return str(run.info.run_id)
+
+    def log_params(self, run_id: str, params: Mapping[str, object]) -> None:
+        from mlflow.entities import Param
+
+        with translating("log params"):
+            self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        with translating("set run tags"):
+            self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_text(self, run_id: str, text: str, path: str) -> None:
+        with translating(f"log artifact {path}"):
+            self.client.log_text(run_id, text, path)
+
+    def finish_run(self, run_id: str, status: str) -> None:
+        with translating(f"mark run {status}"):
+            self.client.set_terminated(run_id, status)
+
+    def run(self, run_id: str) -> RunRecord:
+        with translating(f"get run {run_id}"):
+            return self._record(self.client.get_run(run_id))
+
+    @staticmethod
+    def _record(run: Any) -> RunRecord:
+        return RunRecord(
+            run_id=str(run.info.run_id), experiment_id=str(run.info.experiment_id),
+            status=str(run.info.status),
+            metrics={str(k): float(v) for k, v in (run.data.metrics or {}).items()},
+            params=_str_dict(run.data.params), tags=_str_dict(run.data.tags),
+            artifact_uri=str(run.info.artifact_uri or ""),
+        )
+
+    def logged_model_id(self, run_id: str) -> str | None:
+        """The model the run logged (MLflow 3 LoggedModel); the newest step if several."""
+        with translating(f"get run {run_id}"):
+            run = self.client.get_run(run_id)
+        outputs = getattr(run, "outputs", None)
+        models = list(getattr(outputs, "model_outputs", None) or [])
+        if not models:
+            return None
+        return str(max(models, key=lambda m: m.step).model_id)
+
+    def download(self, run_id: str, path: str, dest: Path) -> Path:
+        """One run artifact into `dest` (a folder); returns the local file."""
+        dest.mkdir(parents=True, exist_ok=True)
+        with translating(f"download artifact {path} of run {run_id}"):
+            return Path(self.client.download_artifacts(run_id, path, str(dest)))
+
+    # ------------------------------------------------------------ registry
+
+    def version_for_run(self, name: str, run_id: str) -> VersionRecord | None:
+        """An existing version of `name` built from `run_id` (a reused run keeps its version)."""
+        with translating(f"search versions of {name!r}"):
+            found = self.client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+        versions = sorted((_version(v) for v in found), key=lambda v: int(v.version))
+        return versions[-1] if versions else None
+
+    def register(self, name: str, run_id: str, tags: Mapping[str, str]) -> VersionRecord:
+        """A new version of `name` from the model the run logged, carrying `tags`."""
+        from mlflow.exceptions import MlflowException
+
+        model_id = self.logged_model_id(run_id)
+        if model_id is None:
+            raise TrackingError(f"run {run_id} logged no model: nothing to register as {name!r}")
+        with translating(f"register {name!r}"):
+            try:
+                self.client.create_registered_model(name)
+            except MlflowException as exc:
+                if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                    raise
+            # The artifact location, not `models:/<id>`: MLflow's sqlite registry resolves
+            # `models:/` through the process-global tracking URI, not this client's.
+            location = self.client.get_logged_model(model_id).artifact_location
+            mv = self.client.create_model_version(
+                name, location, run_id=run_id, tags=dict(tags), model_id=model_id,
+            )
+        return _version(mv)
+
+    def version(self, name: str, version: str) -> VersionRecord:
+        with translating(f"get {name!r} version {version}"):
+            return _version(self.client.get_model_version(name, str(version)))
+
+    def version_by_alias(self, name: str, alias: str) -> VersionRecord | None:
+        """The version behind `alias`, or None when the model or the alias does not exist yet."""
+        from mlflow.exceptions import MlflowException
+
+        with translating(f"get alias {alias!r} of {name!r}"):
+            try:
+                model = self.client.get_registered_model(name)
+            except MlflowException as exc:
+                if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    return None
+                raise
+            aliases = dict(getattr(model, "aliases", None) or {})
+        if alias not in aliases:
+            return None
+        return self.version(name, str(aliases[alias]))
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        with translating(f"set alias {alias!r} of {name!r} to {version}"):
+            self.client.set_registered_model_alias(name, alias, str(version))
+
+    def set_version_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None:
+        with translating(f"tag {name!r} version {version}"):
+            for key, value in tags.items():
+                self.client.set_model_version_tag(name, str(version), key, str(value))
+
+    def versions(self, name: str) -> list[VersionRecord]:
+        """Every version of `name` (empty when the model is not registered)."""
+        with translating(f"search versions of {name!r}"):
+            found = self.client.search_model_versions(f"name = '{name}'")
+        return sorted((_version(v) for v in found), key=lambda v: int(v.version))

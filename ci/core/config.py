@@ -1,0 +1,415 @@
+"""The pipeline config: pydantic models, loading from `ci.toml` / `[tool.ci]`, env overrides.
+
+Pure: callers pass the file text and the environ in. Every problem becomes a
+`ConfigProblem` naming the dotted field path and the bad value; unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from ci.core import platforms
+from ci.core.errors import MISSING, ConfigError, ConfigProblem, PlatformError
+
+ENV_PREFIX = "MACI_"
+CONFIG_FILE = "ci.toml"
+DEFAULT_STATE_DIR = ".maci"
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+def _command(value: Any) -> Any:
+    """Commands are argv lists; a string is split like a shell would (no shell is run)."""
+    if isinstance(value, str):
+        import shlex
+
+        return shlex.split(value)
+    return value
+
+
+def _platform(value: str) -> str:
+    try:
+        return str(platforms.parse(value))
+    except PlatformError as exc:
+        raise ValueError(str(exc)) from None
+
+
+PlatformStr = Annotated[str, AfterValidator(_platform)]
+StrList = Annotated[list[str], BeforeValidator(_split_commas)]
+Command = Annotated[list[str], BeforeValidator(_command)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class ProjectConfig(_Model):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    image: str = Field(min_length=1, description="image repository, e.g. registry:5000/team/app")
+    platforms: Annotated[list[PlatformStr], BeforeValidator(_split_commas)] = Field(
+        default_factory=lambda: ["linux/amd64"], min_length=1
+    )
+    state_dir: str = DEFAULT_STATE_DIR
+
+    @field_validator("platforms")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9]+([._:/-][a-z0-9]+)*", value):
+            raise ValueError("not an image repository (lowercase host[:port]/path, no tag)")
+        last = value.rsplit("/", 1)[-1]
+        if ":" in last or "@" in value:
+            raise ValueError("give the repository without a tag or digest")
+        return value
+
+
+class RunnerConfig(_Model):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    engine: Literal["docker", "dagger"] = "docker"
+    host: str = ""
+    platform: str | None = None
+    capacity: int = Field(default=1, ge=1, le=64)
+
+    @field_validator("platform")
+    @classmethod
+    def _platform(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(platforms.parse(value))
+        except PlatformError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if value and not re.match(r"^[a-z][a-z0-9+.-]*://", value):
+            raise ValueError("host must be a URL such as unix:///var/run/docker.sock, tcp://h:2375")
+        return value
+
+
+class EmulationConfig(_Model):
+    fallback: Literal["qemu", "fail"] = "qemu"
+    budget_seconds: float | None = Field(default=None, gt=0)
+
+
+class BuildConfig(_Model):
+    context: str = "."
+    dockerfile: str = "Dockerfile"
+    target: str | None = None
+    base_image: str | None = Field(
+        default=None, description="passed as build arg BASE; {os} {arch} {variant} expand"
+    )
+    build_args: dict[str, str] = Field(default_factory=dict)
+    ca_bundle: str | None = Field(default=None, description="extra CA bundle, a BuildKit secret")
+
+
+class TestConfig(_Model):
+    __test__ = False
+    command: Command = Field(default_factory=lambda: ["python3", "-m", "pytest", "-q"])
+    target: str | None = "test"
+    junit_path: str = "/tmp/maci-junit.xml"
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout_seconds: float = Field(default=1800, gt=0)
+
+
+class MetricThresholdConfig(_Model):
+    threshold: float | None = None
+    min_absolute_change: float | None = Field(default=None, ge=0)
+    min_relative_change: float | None = Field(default=None, ge=0, le=1)
+    greater_is_better: bool = True
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> MetricThresholdConfig:
+        if (
+            self.threshold is None
+            and self.min_absolute_change is None
+            and self.min_relative_change is None
+        ):
+            raise ValueError(
+                "set at least one of threshold, min_absolute_change, min_relative_change"
+            )
+        return self
+
+
+class ModelConfig(_Model):
+    train_command: Command
+    registered_model: str = Field(min_length=1)
+    alias: str = Field(default="champion", pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
+    experiment: str | None = None
+    workdir: str = "."
+    inputs: StrList = Field(default_factory=list, description="files hashed into the input hash")
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    thresholds: dict[str, MetricThresholdConfig] = Field(default_factory=dict)
+    timeout_seconds: float = Field(default=1800, gt=0)
+
+
+class RegistryAuth(_Model):
+    username: str | None = None
+    password_env: str | None = Field(default=None, description="env var holding the password")
+
+
+class PublishConfig(_Model):
+    tags: StrList = Field(default_factory=lambda: ["sha-{sha}", "{branch}", "{semver}"])
+    latest_on: str = Field(default="main", description="branch that also moves `latest`")
+    auth: RegistryAuth = Field(default_factory=RegistryAuth)
+    insecure: bool = False
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        allowed = {"sha", "short_sha", "branch", "semver", "major", "minor", "run_id"}
+        for tag in value:
+            for name in re.findall(r"{([^}]*)}", tag):
+                if name not in allowed:
+                    raise ValueError(f"tag template {tag!r} uses unknown field {{{name}}}")
+        return value
+
+
+class DeployConfig(_Model):
+    remote: str = Field(min_length=1)
+    branch: str = "main"
+    manifests: StrList = Field(min_length=1)
+    keep_tag: bool = True
+    author: str = "multiarch-ci <ci@localhost>"
+    max_retries: int = Field(default=3, ge=0, le=20)
+
+
+class SmokeConfig(_Model):
+    requests: int = Field(default=50, ge=1, le=100_000)
+    concurrency: int = Field(default=4, ge=1, le=256)
+    port: int = Field(default=8080, ge=1, le=65535)
+    health_path: str = "/health"
+    predict_path: str = "/predict"
+    payload: dict[str, Any] = Field(default_factory=dict)
+    p95_ms: float = Field(default=250, gt=0)
+    p95_ms_emulated: float = Field(default=2500, gt=0)
+    max_error_rate: float = Field(default=0.0, ge=0, le=1)
+    startup_timeout_seconds: float = Field(default=60, gt=0)
+
+
+class NotifyConfig(_Model):
+    webhooks: StrList = Field(default_factory=list)
+    timeout_seconds: float = Field(default=5, gt=0)
+
+    @field_validator("webhooks")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not re.match(r"^https?://[^\s/]+", url):
+                raise ValueError(f"{url!r} is not an http(s) URL")
+        return value
+
+
+class MlflowConfig(_Model):
+    tracking_uri: str | None = None
+    token_env: str | None = Field(default=None, description="env var holding a bearer token")
+
+
+class Config(_Model):
+    """The whole pipeline config. `root` is the folder the config came from."""
+
+    project: ProjectConfig
+    runners: list[RunnerConfig] = Field(default_factory=list)
+    emulation: EmulationConfig = Field(default_factory=EmulationConfig)
+    build: BuildConfig = Field(default_factory=BuildConfig)
+    test: TestConfig = Field(default_factory=TestConfig)
+    model: ModelConfig | None = None
+    publish: PublishConfig = Field(default_factory=PublishConfig)
+    deploy: DeployConfig | None = None
+    smoke: SmokeConfig | None = None
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    root: str = Field(default=".", exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_runners(self) -> Config:
+        names = [r.name for r in self.runners]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"runner names must be unique, repeated: {', '.join(dupes)}")
+        return self
+
+    @property
+    def root_path(self) -> Path:
+        return Path(self.root)
+
+    @property
+    def state_path(self) -> Path:
+        return (self.root_path / self.project.state_dir).resolve()
+
+    @property
+    def platforms(self) -> list[platforms.Platform]:
+        return platforms.parse_many(self.project.platforms)
+
+    def tracking_uri(self) -> str:
+        """The configured MLflow URI, else the embedded sqlite store in the state dir."""
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        return f"sqlite:///{self.state_path / 'mlflow.db'}"
+
+
+# ---------------------------------------------------------------- loading
+
+
+def parse_toml(text: str, source: str) -> dict[str, Any]:
+    """TOML text to a dict; a syntax error is one ConfigProblem naming file and line."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([ConfigProblem("", MISSING, f"invalid TOML: {exc}", source)]) from None
+
+
+def extract(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """The config table: the whole file for ci.toml, `[tool.ci]` for pyproject.toml."""
+    if source.endswith("pyproject.toml"):
+        tool = data.get("tool", {})
+        section = tool.get("ci") if isinstance(tool, dict) else None
+        if not isinstance(section, dict):
+            raise ConfigError([ConfigProblem("tool.ci", MISSING, "no [tool.ci] table", source)])
+        return section
+    return data
+
+
+def env_overrides(environ: Mapping[str, str], sections: set[str]) -> dict[str, Any]:
+    """`MACI_SECTION__FIELD=value` → nested dict; JSON values are decoded, others kept as text.
+
+    Only variables whose first segment names a config section count; the rest of the
+    MACI_ namespace is free for tool settings (MACI_CACHE_DIR...).
+    """
+    out: dict[str, Any] = {}
+    for key, raw in sorted(environ.items()):
+        if not key.startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in key[len(ENV_PREFIX) :].split("__")]
+        if not path or path[0] not in sections or len(path) < 2 or not all(path):
+            continue
+        try:
+            value: Any = json.loads(raw)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and path[-1] in {
+                "name", "image", "remote", "branch", "host", "tracking_uri", "password_env",
+            }:
+                value = raw
+        except ValueError:
+            value = raw
+        node = out
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                break
+            node = child
+        else:
+            node[path[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _problems(exc: ValidationError, data: Any, source: str) -> list[ConfigProblem]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
+        path = ""
+        for part in loc:
+            if part.isdigit():
+                path += f"[{part}]"
+            elif re.fullmatch(r"[A-Za-z0-9_-]+", part):
+                path += f".{part}" if path else part
+            else:  # keys with odd characters are quoted so the line stays one line
+                path += f"[{part!r}]"
+        value = err.get("input", MISSING)
+        if err["type"] == "missing":
+            value = MISSING
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        msg = msg.removeprefix("Value error, ")
+        problems.append(ConfigProblem(path, value, msg, source))
+    return problems
+
+
+def validate(data: Any, source: str = CONFIG_FILE, root: str = ".") -> Config:
+    """A dict (already merged with overrides) to a Config, or ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigProblem("", data, "config must be a table", source)])
+    if "root" in data:
+        raise ConfigError([ConfigProblem("root", data["root"], "unknown key", source)])
+    try:
+        return Config.model_validate({**data, "root": root})
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc, data, source)) from None
+
+
+def loads(
+    text: str,
+    source: str = CONFIG_FILE,
+    root: str = ".",
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Config from TOML text plus MACI_ environment overrides."""
+    data = extract(parse_toml(text, source), source)
+    sections = set(Config.model_fields) - {"root"}
+    data = _merge(data, env_overrides(environ or {}, sections))
+    return validate(data, source, root)
+
+
+def find(start: Path) -> Path | None:
+    """The nearest ci.toml (or pyproject.toml with [tool.ci]) from `start` upwards."""
+    start = start.resolve()
+    for folder in [start, *start.parents]:
+        candidate = folder / CONFIG_FILE
+        if candidate.is_file():
+            return candidate
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file() and "[tool.ci" in pyproject.read_text(errors="replace"):
+            return pyproject
+    return None
+
+
+def load(path: Path | None, environ: Mapping[str, str], cwd: Path) -> Config:
+    """Read a config file (or find one from cwd) and apply overrides."""
+    if path is None:
+        path = find(cwd)
+        if path is None:
+            raise ConfigError(
+                [ConfigProblem("", MISSING, f"no {CONFIG_FILE} found in {cwd} or above", "")]
+            )
+    if path.is_dir():
+        path = path / CONFIG_FILE
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError([ConfigProblem("", MISSING, exc.strerror or str(exc), str(path))]) from None
+    return loads(text, str(path), str(path.resolve().parent), environ)

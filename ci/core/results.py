@@ -1,0 +1,116 @@
+"""Typed inputs and outputs of a platform job, shared by every engine (pure data).
+
+A `PlatformResult` is also the file a CI matrix leg writes (`ci job --output`) and
+`ci merge` reads, so it is versioned and validated on load.
+"""
+
+from __future__ import annotations
+
+from ci.core.data import Frozen
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ci.core.plan import Placement
+
+RESULT_SCHEMA = 1
+
+
+
+class SourceInfo(Frozen):
+    """Where the code came from: used for tags, labels, commit messages and reports."""
+
+    sha: str = ""
+    ref: str = ""
+    branch: str = ""
+    tag: str = ""
+    repository_url: str = ""
+    run_id: str = ""
+    run_url: str = ""
+    actor: str = ""
+    provider: Literal["github", "gitlab", "local"] = "local"
+    pull_request: str = ""
+    runner_arch: str = ""  # the machine running ci (normalised OCI arch: amd64, arm64...)
+
+
+class JobSpec(Frozen):
+    """Everything one platform job needs; built from config + plan by `ci.jobs.spec_for`."""
+
+    platform: str
+    placement: Placement
+    project: str
+    image: str
+    context: str
+    dockerfile: str
+    build_target: str | None = None
+    test_target: str | None = None
+    test_command: list[str]
+    test_env: dict[str, str] = Field(default_factory=dict)
+    junit_path: str = "/tmp/maci-junit.xml"
+    test_timeout: float = 1800
+    build_args: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    ca_bundle: str | None = None
+    output_dir: str
+    run_id: str
+    source: SourceInfo = Field(default_factory=SourceInfo)
+
+
+class TestSummary(Frozen):
+    __test__ = False
+    total: int = 0
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    junit_path: str | None = None
+    log_path: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and self.errors == 0
+
+
+class FailureDetail(Frozen):
+    """What went wrong in a step; keeps exit code, stdout and stderr like dagger.ExecError."""
+
+    step: str
+    message: str
+    exit_code: int | None = None
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+
+
+class PlatformResult(Frozen):
+    """The outcome of one platform job; publish reads only these (via the verdict)."""
+
+    schema_version: int = RESULT_SCHEMA
+    project: str
+    image: str
+    platform: str
+    runner: str
+    engine: str
+    placement: Literal["native", "emulated", "unavailable"]
+    placement_reason: str = ""
+    status: Literal["passed", "failed", "error"]
+    digest: str | None = None
+    tests: TestSummary | None = None
+    durations: dict[str, float] = Field(default_factory=dict)
+    emulated_seconds: float = 0.0
+    failure: FailureDetail | None = None
+    source: SourceInfo = Field(default_factory=SourceInfo)
+    run_id: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "passed" and bool(self.digest)
+
+    @property
+    def reference(self) -> str | None:
+        return f"{self.image}@{self.digest}" if self.digest else None
+
+    @property
+    def seconds(self) -> float:
+        return round(sum(self.durations.values()), 3)

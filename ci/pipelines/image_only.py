@@ -1,0 +1,32 @@
+"""The built-in image-only pipeline: test, build and publish every platform; no model stage.
+
+For services without a model, or a nightly image of one that has: the verdict does not
+require a model gate (even when the config has a [model]), and no alias moves. Smoke runs
+when [smoke] is configured; deploy runs when [deploy] is.
+"""
+
+from __future__ import annotations
+
+from ci.core.errors import CIError
+from ci.pipelines.handle import Release
+
+
+def pipeline(run: Release) -> int:
+    run.plan()
+    run.platform_jobs()
+    run.smoke()
+    verdict = run.decide(require_model=False)
+    if not verdict.passed:
+        run.notify()
+        run.permit()  # raises GateFailed naming the first reason
+    try:
+        run.preflight_deploy()
+        run.publish()
+        run.deploy()
+    except CIError as exc:
+        run.failure = exc.message
+        run.notify(error=exc.message)
+        raise
+    run.notify()
+    return 0
+

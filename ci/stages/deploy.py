@@ -1,0 +1,347 @@
+"""GitOps deploy (adapter): commit the index digest and model version to the branch Argo CD syncs.
+
+Clone the deploy remote, edit the manifests (`ci.manifests`), commit, push. A rejected push
+means someone else moved the branch: fetch, reset onto the new head, reapply the edits from
+scratch and push again (bounded, short backoff) — never force. Every git call goes through
+`ci.proc.run`; credentials in the remote URL are registered with `ci.redact`.
+
+The monotonic guard lives ON the deploy branch, in `.maci/deployed.json`, committed together
+with the manifests, so it moves atomically with what Argo CD deploys and every clone sees it.
+A source commit is refused when it is provably older than the recorded one: git ancestry in
+the source checkout decides first (the true order, immune to clock skew and rebases); when
+that checkout cannot tell (shallow CI clone, diverged branches) the committer times decide.
+Without either, the order is unknown and the deploy is refused rather than risk a rollback.
+"""
+
+from __future__ import annotations
+
+from ci.core.outcome import DeployResult
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from ci.adapters import proc
+from ci.core import redact
+from ci.core.config import Config, DeployConfig
+from ci.core.errors import DeployRefused, GitOpsError, StepFailed, UsageError
+from ci.core.manifests import Change, ManifestError, Target, split_ref, update_manifest
+from ci.core.results import SourceInfo
+
+GUARD_FILE = ".maci/deployed.json"
+GIT_TIMEOUT = 300.0
+Relation = Literal["same", "descendant", "ancestor", "diverged", "unknown"]
+EventHook = Callable[[str, int], None]
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """The guard record: which source commit the deploy branch currently carries."""
+
+    source_sha: str
+    source_time: int | None
+    sequence: int
+    index_digest: str = ""
+    model_version: str | None = None
+    run_url: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Deployed:
+        try:
+            data = json.loads(text)
+            if not re.fullmatch(r"[0-9a-f]{7,64}", str(data["source_sha"])):
+                raise ValueError(f"source_sha {data['source_sha']!r} is not a commit id")
+            return cls(str(data["source_sha"]), data.get("source_time"), int(data["sequence"]),
+                       data.get("index_digest", ""), data.get("model_version"), data.get("run_url", ""))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise GitOpsError(f"{GUARD_FILE} on the deploy branch is unreadable: {exc}") from None
+
+
+class _Rejected(Exception):
+    """The remote refused the push (moved branch, hook, lock race): retry on the new head."""
+
+
+def check_order(previous: Deployed | None, sha: str, time: int | None, relation: Relation) -> None:
+    """Raise DeployRefused when `sha` is older than the deployed commit (pure; see module doc)."""
+    if previous is None or relation in ("same", "descendant") or previous.source_sha == sha:
+        return
+    old = previous.source_sha[:12]
+    if relation == "ancestor":
+        raise DeployRefused(f"source commit {sha[:12]} is older than the deployed {old} (an ancestor of it)")
+    if time is None or previous.source_time is None:
+        raise DeployRefused(
+            f"cannot tell whether source commit {sha[:12]} is newer than the deployed {old}: "
+            "no checkout holding both and no commit time; deploy from the source checkout"
+        )
+    if time < previous.source_time:
+        raise DeployRefused(
+            f"source commit {sha[:12]} ({_iso(time)}) is older than the deployed {old} "
+            f"({_iso(previous.source_time)}); {relation} history, refusing to roll back"
+        )
+
+
+def _iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def display_remote(remote: str) -> str:
+    """The remote without credentials: `https://user:token@host/x` → `https://host/x`."""
+    return re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", r"\1", remote)
+
+
+def resolve_remote(remote: str, root: Path) -> str:
+    """URLs and scp-style `host:path` stay; a local path is taken relative to the config root."""
+    if "://" in remote or re.match(r"^[^/]+:", remote):
+        match = re.match(r"^[a-z][a-z0-9+.-]*://([^/@]*)@", remote)
+        if match:  # userinfo is a secret (a token as user or user:password)
+            redact.register(match.group(1))
+            redact.register(match.group(1).partition(":")[2])
+        return remote
+    return str((root / remote).resolve())
+
+
+class _Git:
+    """git in one work tree, with a fixed identity and no prompts; failures become GitOpsError."""
+
+    def __init__(self, cwd: Path, author: str, environ: Mapping[str, str]) -> None:
+        match = re.match(r"^\s*(.*?)\s*<([^>]*)>\s*$", author)
+        name, email = (match.group(1), match.group(2)) if match else (author.strip(), "")
+        name, email = name or "multiarch-ci", email or "ci@localhost"
+        self.cwd = cwd
+        self.env = {**environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C",
+                    "GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
+                    "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
+        self.env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+
+    def __call__(self, *args: str, check: bool = True, input: str | None = None) -> proc.Result:
+        try:
+            result = proc.run(["git", "-c", "commit.gpgsign=false", *args], cwd=self.cwd, env=self.env,
+                              input=input, timeout=GIT_TIMEOUT, check=False, step=f"git {args[0]}")
+        except StepFailed as exc:  # a timeout: the remote hangs
+            raise GitOpsError(redact.redact(exc.message)) from None
+        if check and not result.ok:
+            raise GitOpsError(f"git {args[0]} failed (exit {result.returncode}): {_last(result)}")
+        return result
+
+
+def _last(result: proc.Result) -> str:
+    lines = [ln for ln in (result.stderr or result.stdout).splitlines() if ln.strip()]
+    fatal = [ln for ln in lines if ln.startswith(("fatal:", "error:"))]
+    return redact.redact((fatal or lines or ["no output"])[-1].strip())
+
+
+def _source_order(source_repo: Path | None, sha: str, previous: Deployed | None,
+                  environ: Mapping[str, str]) -> tuple[int | None, Relation]:
+    """(committer time of `sha`, its relation to the deployed commit) from the source checkout."""
+    if source_repo is None or not sha or not source_repo.is_dir():
+        return None, "unknown"
+    git = _Git(source_repo, "", environ)
+    shown = git("show", "-s", "--format=%ct", f"{sha}^{{commit}}", check=False)
+    time = int(shown.stdout.strip()) if shown.ok and shown.stdout.strip().isdigit() else None
+    if previous is None or previous.source_sha == sha:
+        return time, "same"
+    forward = git("merge-base", "--is-ancestor", previous.source_sha, sha, check=False).returncode
+    if forward == 0:
+        return time, "descendant"
+    backward = git("merge-base", "--is-ancestor", sha, previous.source_sha, check=False).returncode
+    if backward == 0:
+        return time, "ancestor"
+    return time, "diverged" if forward == 1 and backward == 1 else "unknown"
+
+
+def commit_message(project: str, target: Target, source: SourceInfo, sequence: int) -> str:
+    """Subject plus git trailers: what a reviewer (and `git log --grep`) needs to trace a deploy."""
+    short = target.digest.removeprefix("sha256:")[:12]
+    model = f", model {target.model_version}" if target.model_version else ""
+    lines = [f"deploy {project} {source.sha[:12]}: {target.repository}@sha256:{short}{model}", "",
+             f"Source-Commit: {source.sha}"]
+    lines += [f"Source-Ref: {source.ref or source.branch}"] if (source.ref or source.branch) else []
+    lines += [f"Index-Digest: {target.digest}", f"Image: {target.image}"]
+    lines += [f"Model-Version: {target.model_version}"] if target.model_version else []
+    lines += [f"Run-URL: {source.run_url}"] if source.run_url else []
+    lines += [f"Deploy-Sequence: {sequence}"]
+    return "\n".join(lines) + "\n"
+
+
+def deploy(
+    config: Config,
+    source: SourceInfo,
+    index_ref: str,
+    model_version: str | None,
+    *,
+    dry_run: bool = False,
+    source_repo: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    on_event: EventHook | None = None,
+) -> DeployResult:
+    """Move the deploy branch to `index_ref` (`repo[:tag]@sha256:…`) and the model version.
+
+    `source_repo` is the checkout holding `source.sha` (for the ancestry guard); `on_event`
+    hears ("cloned" | "committed" | "rejected" | "pushed", attempt) for progress reports.
+    """
+    if config.deploy is None:
+        raise UsageError("no [deploy] section in the config: nothing to deploy to")
+    if not source.sha:
+        raise DeployRefused("the source commit is unknown (no git checkout, no CI sha): cannot deploy")
+    repo, tag, digest = split_ref(index_ref)
+    try:
+        target = Target(repo, digest or "", tag, config.deploy.keep_tag, model_version)
+    except ValueError as exc:
+        raise UsageError(f"index reference {index_ref!r}: {exc}") from None
+    env = dict(os.environ if environ is None else environ)
+    with tempfile.TemporaryDirectory(prefix="maci-deploy-") as tmp:
+        run = _Run(config, config.deploy, target, source, source_repo, env, dry_run,
+                   on_event or (lambda _event, _n: None), _Git(Path(tmp), config.deploy.author, env))
+        return run.go(Path(tmp) / "deploy")
+
+
+@dataclass
+class _Run:
+    """One deploy: clone once, then attempt (guard, edit, commit, push) until a push lands."""
+
+    config: Config
+    dc: DeployConfig
+    target: Target
+    source: SourceInfo
+    source_repo: Path | None
+    env: Mapping[str, str]
+    dry_run: bool
+    hook: EventHook
+    git: _Git
+    shown: str = ""
+
+    def go(self, work: Path) -> DeployResult:
+        import stamina
+
+        dc, git = self.dc, self.git
+        remote = resolve_remote(dc.remote, self.config.root_path)
+        self.shown = display_remote(remote)
+        cloned = git("clone", "-q", "--depth", "1", "--single-branch", "--branch", dc.branch, "--",
+                     remote, str(work), check=False)
+        if not cloned.ok:
+            why = _last(cloned)
+            if f"branch {dc.branch} not found" in why:
+                raise GitOpsError(f"deploy branch {dc.branch!r} does not exist on {self.shown}: seed it")
+            raise GitOpsError(f"cannot clone deploy remote {self.shown} ({dc.branch}): {why}")
+        git.cwd = work
+        self.hook("cloned", 1)
+        attempts, last = 0, ""
+        notes: list[str] = []
+        try:
+            for attempt in stamina.retry_context(on=_Rejected, attempts=dc.max_retries + 1, timeout=None,
+                                                 wait_initial=0.05, wait_max=1.0, wait_jitter=0.1):
+                with attempt:
+                    attempts = attempt.num
+                    if attempts > 1:  # someone moved the branch: start over from its new head
+                        git("fetch", "-q", "--depth", "1", "origin",
+                            f"+refs/heads/{dc.branch}:refs/remotes/origin/{dc.branch}")
+                        git("reset", "-q", "--hard", f"refs/remotes/origin/{dc.branch}")
+                    try:
+                        done = self.attempt(attempts)
+                        return replace(done, messages=(*notes, *done.messages))
+                    except _Rejected as exc:
+                        last = str(exc)
+                        notes.append(f"push attempt {attempts} rejected: {last}")
+                        self.hook("rejected", attempts)
+                        raise
+        except _Rejected:
+            pass
+        raise GitOpsError(f"push to {self.shown} ({dc.branch}) rejected {attempts} times, giving up: {last}")
+
+    def edit(self) -> tuple[list[str], list[Change]]:
+        """Apply the manifest edits to the work tree; (changed files, changes)."""
+        files: list[str] = []
+        changes: list[Change] = []
+        images = 0
+        for name in self.dc.manifests:
+            path = self.git.cwd / name
+            if not path.resolve().is_relative_to(self.git.cwd.resolve()):
+                raise UsageError(f"deploy.manifests: {name!r} points outside the deploy repository")
+            if not path.is_file():
+                raise GitOpsError(f"the deploy branch {self.dc.branch!r} of {self.shown} has no {name}")
+            try:
+                edit = update_manifest(path.read_text(), self.target, file=name)
+            except ManifestError as exc:
+                raise GitOpsError(str(exc)) from None
+            images += edit.images
+            if edit.changed:
+                path.write_text(edit.text)
+                changes += edit.changes
+                files.append(name)
+        if not images:  # model args alone would deploy nothing: the manifests name another image
+            names = ", ".join(self.dc.manifests)
+            raise GitOpsError(f"none of {names} refers to image {self.target.repository}")
+        return files, changes
+
+    def attempt(self, n: int) -> DeployResult:
+        """One try on the current head: guard, edit, commit, push (raises _Rejected to retry)."""
+        git, dc, t, src = self.git, self.dc, self.target, self.source
+        guard = git.cwd / GUARD_FILE
+        previous = Deployed.parse(guard.read_text()) if guard.is_file() else None
+        time, relation = _source_order(self.source_repo, src.sha, previous, self.env)
+        check_order(previous, src.sha, time, relation)
+        files, changes = self.edit()
+        head = git("rev-parse", "HEAD").stdout.strip()
+        done = previous.sequence if previous else 0
+        result = DeployResult(head, dc.branch, self.shown, (), (), "", n, self.dry_run, False, done)
+        if not files:  # already deployed: nothing user-visible moves
+            return replace(result, messages=("manifests already at this digest",))
+        record = {"source_sha": src.sha, "source_time": time, "sequence": done + 1,
+                  "index_digest": t.digest, "image": t.image, "model_version": t.model_version,
+                  "run_url": src.run_url, "source_ref": src.ref or src.branch,
+                  "deployed_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        guard.parent.mkdir(parents=True, exist_ok=True)
+        guard.write_text(json.dumps(record, indent=2) + "\n")
+        files.append(GUARD_FILE)
+        git("add", "--", *files)
+        diff = git("diff", "--cached", "--no-color", "--no-ext-diff").stdout
+        result = replace(result, changed_files=tuple(files), changes=tuple(changes), diff=diff,
+                         sequence=done + 1)
+        if self.dry_run:
+            return result
+        git("commit", "-q", "--no-verify", "-F", "-",
+            input=commit_message(self.config.project.name, t, src, done + 1))
+        self.hook("committed", n)
+        pushed = git("push", "--porcelain", "origin", f"HEAD:refs/heads/{dc.branch}", check=False)
+        if not pushed.ok:
+            refused = [ln for ln in pushed.stdout.splitlines() if ln.startswith("!")]
+            if refused:
+                raise _Rejected(redact.redact(refused[0].split("\t")[-1]))
+            raise GitOpsError(f"push to {self.shown} ({dc.branch}) failed: {_last(pushed)}")
+        self.hook("pushed", n)
+        return replace(result, commit=git("rev-parse", "HEAD").stdout.strip(), pushed=True)
+
+
+def init_remote(config: Config, seed: Path | None = None) -> bool:
+    """Create the configured LOCAL deploy remote as a bare repo seeded with the manifests' folders.
+
+    The embedded default (a bare repo under the state dir) lets a fresh machine run the whole
+    release; returns False when the remote already exists or is not a local path.
+    """
+    if config.deploy is None:
+        raise UsageError("no [deploy] section in the config")
+    dc, root = config.deploy, seed or config.root_path
+    remote = resolve_remote(dc.remote, config.root_path)
+    if not remote.startswith("/") or Path(remote).exists():
+        return False
+    with tempfile.TemporaryDirectory(prefix="maci-seed-") as tmp:
+        work = Path(tmp)
+        for folder in sorted({Path(m).parent for m in dc.manifests}):
+            if not (root / folder).is_dir():
+                raise GitOpsError(f"cannot seed {remote}: {root / folder} does not exist")
+            shutil.copytree(root / folder, work / folder, dirs_exist_ok=True)
+        git = _Git(work, dc.author, dict(os.environ))
+        git("init", "-q", "-b", dc.branch)
+        git("add", "-A")
+        git("commit", "-q", "--no-verify", "-m", "seed deploy manifests")
+        git("init", "-q", "--bare", "-b", dc.branch, remote)
+        git("push", "-q", remote, f"HEAD:refs/heads/{dc.branch}")
+    return True
+

@@ -1,0 +1,156 @@
+"""Run platform jobs concurrently (anyio), bounded per runner, with the qemu fallback.
+
+Each job runs on its placed runner through whatever `Engine` the caller's factory returns;
+at most `capacity[runner]` jobs share a runner at once. An engine error becomes an `error`
+result (data for the verdict) instead of tearing down the other jobs; Ctrl-C cancels all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+import anyio
+
+from ci.core.config import Config
+from ci.core.errors import CIError, EngineUnreachable, UsageError
+from ci.core.placement import Replacer, error_result, qemu_fallback
+from ci.core.ports import Engine, EngineFactory
+from ci.core.results import JobSpec, PlatformResult
+from ci.adapters.registry import RegistryClient
+from ci.stages.prepare import Prepared
+
+
+
+async def run_jobs(
+    specs: Sequence[JobSpec],
+    engine_for: EngineFactory,
+    capacity: dict[str, int],
+    *,
+    replace: Replacer | None = None,
+    on_result: Callable[[PlatformResult], None] | None = None,
+) -> list[PlatformResult]:
+    """Run every spec on its runner; results come back in the order of `specs`.
+
+    `replace` (e.g. `qemu_fallback(plan.runners, plan.fallback)`) is asked for a new
+    placement when a runner does not answer at run time.
+    """
+    limiters: dict[str, anyio.CapacityLimiter] = {
+        name: anyio.CapacityLimiter(max(1, n)) for name, n in capacity.items()
+    }
+    results: list[PlatformResult | None] = [None] * len(specs)
+
+    def limiter(spec: JobSpec) -> anyio.CapacityLimiter:
+        name = spec.placement.runner or "-"
+        if name not in limiters:
+            limiters[name] = anyio.CapacityLimiter(1)
+        return limiters[name]
+
+    async def attempt(spec: JobSpec) -> PlatformResult:
+        engine = engine_for(spec)
+        async with limiter(spec):
+            return await engine.run_job(spec)
+
+    async def one(i: int, spec: JobSpec) -> None:
+        tried: set[str] = set()
+        current = spec
+        while True:
+            tried.add(current.placement.runner or "-")
+            try:
+                result = await attempt(current)
+            except EngineUnreachable as exc:
+                nxt = replace(current, exc, tried) if replace else None
+                if nxt is None:
+                    result = error_result(current, exc, current.placement.engine or "-")
+                else:
+                    current = nxt
+                    continue
+            except CIError as exc:
+                result = error_result(current, exc, current.placement.engine or "-")
+            break
+        results[i] = result
+        if on_result:
+            on_result(result)
+
+    async with anyio.create_task_group() as tg:
+        for i, spec in enumerate(specs):
+            tg.start_soon(one, i, spec)
+    return [r for r in results if r is not None]
+
+
+BeforeRelease = Callable[[JobSpec], Awaitable[JobSpec]]
+
+
+def engine_factory(
+    name: str, registry: RegistryClient | None, *, push: bool,
+    environ: Mapping[str, str] | None = None, before_release: BeforeRelease | None = None,
+) -> EngineFactory:
+    """The per-spec engine factory for an engine name (the one place engines are chosen)."""
+    if name == "docker":
+        from ci.adapters.engines.docker import engine_factory as docker_factory
+
+        return docker_factory(registry, push=push, environ=environ,
+                              before_release=before_release)
+    raise UsageError(f"--engine {name!r}: only 'docker' runs platform jobs in this command")
+
+
+def execute(
+    prepared: Prepared,
+    config: Config,
+    *,
+    engine: str = "docker",
+    push: bool = True,
+    environ: Mapping[str, str] | None = None,
+    on_result: Callable[[PlatformResult], None] | None = None,
+    factory: EngineFactory | None = None,
+) -> list[PlatformResult]:
+    """Run all specs concurrently on their runners (bounded by each runner's capacity)."""
+    return anyio.run(lambda: execute_async(prepared, config, engine=engine, push=push,
+                                           environ=environ, on_result=on_result,
+                                           factory=factory))
+
+
+async def execute_async(
+    prepared: Prepared,
+    config: Config,
+    *,
+    engine: str = "docker",
+    push: bool = True,
+    environ: Mapping[str, str] | None = None,
+    on_result: Callable[[PlatformResult], None] | None = None,
+    before_release: BeforeRelease | None = None,
+    factory: EngineFactory | None = None,
+) -> list[PlatformResult]:
+    """`execute` inside a running event loop (so other stages can run beside the jobs).
+
+    `factory` replaces the real engines (a test's in-memory engine); by default the named
+    engine pushes to the configured registry.
+    """
+    env = dict(os.environ if environ is None else environ)
+    registry = None
+    if factory is None:
+        registry = RegistryClient.for_image(config.project.image, config.publish, env) \
+            if push else None
+        factory = engine_factory(engine, registry, push=push, environ=env,
+                                 before_release=before_release)
+    capacity = {r.name: r.capacity for r in prepared.plan.runners}
+    replace = qemu_fallback(prepared.plan.runners, prepared.plan.fallback)
+    try:
+        return await run_jobs(prepared.specs, factory, capacity, replace=replace,
+                              on_result=on_result)
+    finally:
+        if registry:
+            registry.close()
+
+
+def execute_dagger(prepared: Prepared, config: Config,
+                   environ: Mapping[str, str]) -> list[PlatformResult]:
+    """Every spec through Dagger: one session (child process) per runner host."""
+    from ci.adapters.engines.dagger_routing import Options, run_jobs_dagger_sync
+
+    plan = prepared.plan
+    return run_jobs_dagger_sync(
+        prepared.specs, plan.runners, dict(environ),
+        options=Options(auth=config.publish.auth, insecure=config.publish.insecure),
+        replace=qemu_fallback(plan.runners, plan.fallback),
+    )

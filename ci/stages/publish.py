@@ -1,0 +1,312 @@
+"""Publish: per-platform digests → one multi-arch index → release tags, all or nothing.
+
+Shared by `ci merge` (results from CI matrix legs), `ci build` and every engine's in-process
+path. It refuses, touching nothing, unless every expected platform passed with a digest and
+the results belong together (same project, image, commit and schema). A registry has no
+transactions, so the writes are ordered: the index is PUT by digest (no tag sees it),
+re-read and checked to hold exactly the expected platforms, then each tag is moved; if a
+tag write fails, the tags already moved are rolled back and the error names what moved.
+"""
+
+from __future__ import annotations
+
+from ci.core.outcome import PublishResult
+
+import json
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ci.core import platforms
+from ci.core.errors import GateFailed, RegistryError, UsageError
+from ci.core.jobs import LABEL_CREATED, LABEL_REVISION, LABEL_RUN_ID, LABEL_SOURCE
+from ci.adapters.registry import (
+    OCI_INDEX,
+    ImageRef,
+    Manifest,
+    RegistryClient,
+    digest_of,
+    platform_str,
+)
+from ci.core.config import Config
+from ci.core.ports import RegistryPort
+from ci.core.results import RESULT_SCHEMA, PlatformResult, SourceInfo
+from ci.core.tags import TAG_RE, release_tags
+from ci.core.verdict import ModelVerdict, Permit, Verdict, decide
+
+
+class TagMoveError(RegistryError):
+    """A tag write failed; says which tags moved, which were rolled back, which were not."""
+
+    def __init__(
+        self, message: str, *, moved: list[str], rolled_back: list[str], not_moved: list[str],
+    ) -> None:
+        super().__init__(message)
+        self.moved = moved
+        self.rolled_back = rolled_back
+        self.not_moved = not_moved
+
+
+def build_index(
+    client: RegistryPort, repo: str, digests: Mapping[str, str],
+    annotations: Mapping[str, str],
+) -> bytes:
+    """OCI index bytes for {platform: digest}; each entry's platform must match its config."""
+    entries = []
+    for platform, digest in sorted(digests.items()):
+        desc = client.descriptor(repo, digest)
+        found = platform_str(desc["platform"])
+        if found != str(platforms.parse(platform)):
+            raise RegistryError(
+                f"{repo}@{digest} was pushed for {platform} but its config says {found}"
+            )
+        entries.append(desc)
+    index: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+    if annotations:
+        index["annotations"] = {k: v for k, v in sorted(annotations.items()) if v}
+    return json.dumps(index, indent=2).encode()
+
+
+def verify_index(
+    client: RegistryPort, repo: str, ref: str, expected: Sequence[str]
+) -> list[str]:
+    """Fail unless the index at `ref` holds exactly the expected platforms."""
+    found = client.index_platforms(repo, ref)
+    want = sorted(str(platforms.parse(p)) for p in expected)
+    if sorted(found) != want or len(set(found)) != len(found):
+        raise RegistryError(f"index {repo}:{ref} holds {sorted(found)}, expected {want}")
+    return found
+
+
+def move_tags(
+    client: RegistryPort, repo: str, tags: Sequence[str], manifest: Manifest
+) -> list[str]:
+    """Point every tag at `manifest`; on a failure, roll back the ones already moved."""
+    before = {tag: _current(client, repo, tag) for tag in tags}
+    moved: list[str] = []
+    for tag in tags:
+        try:
+            client.put_manifest(repo, tag, manifest.body, manifest.media_type)
+        except RegistryError as exc:
+            rolled, stuck = _roll_back(client, repo, moved, before)
+            not_moved = [t for t in tags if t not in moved]
+            if not stuck:
+                head = "no tag moved" + (f" (rolled back {', '.join(rolled)})" if rolled else "")
+            else:
+                head = f"tags LEFT MOVED to the new index: {', '.join(stuck)}"
+            raise TagMoveError(
+                f"{head}; failed at tag {tag!r}: {exc.message}", moved=stuck,
+                rolled_back=rolled, not_moved=not_moved,
+            ) from None
+        moved.append(tag)
+    for tag in tags:
+        got = client.resolve(repo, tag)
+        if got != manifest.digest:
+            raise TagMoveError(f"tag {tag!r} points to {got} after writing {manifest.digest}",
+                               moved=moved, rolled_back=[], not_moved=[])
+    return moved
+
+
+def _current(client: RegistryPort, repo: str, tag: str) -> Manifest | None:
+    return client.get_manifest(repo, tag) if client.resolve(repo, tag) else None
+
+
+def _roll_back(
+    client: RegistryPort, repo: str, moved: list[str], before: Mapping[str, Manifest | None]
+) -> tuple[list[str], list[str]]:
+    """Undo moved tags: remove new ones first, then restore the old targets."""
+    rolled: list[str] = []
+    stuck: list[str] = []
+    for tag in [t for t in moved if before.get(t) is None]:
+        try:
+            client.remove_tag(repo, tag)
+            rolled.append(tag)
+        except RegistryError:
+            stuck.append(tag)
+    for tag in [t for t in moved if before.get(t) is not None]:
+        old = before[tag]
+        assert old is not None
+        try:
+            client.put_manifest(repo, tag, old.body, old.media_type)
+            rolled.append(tag)
+        except RegistryError:
+            stuck.append(tag)
+    return rolled, stuck
+
+
+def _describe(result: PlatformResult) -> str:
+    if result.failure:
+        return f"{result.platform} ({result.status} in {result.failure.step}: "\
+               f"{result.failure.message})"
+    if result.status == "passed":
+        return f"{result.platform} (passed but pushed no digest)"
+    return f"{result.platform} ({result.status})"
+
+
+def check_set(results: Sequence[PlatformResult], image: str | None = None) -> None:
+    """Refuse results that do not belong to one release (raises GateFailed)."""
+    problems: list[str] = []
+    if not results:
+        raise GateFailed("refusing to publish: no platform results")
+    versions = sorted({r.schema_version for r in results})
+    if versions != [RESULT_SCHEMA]:
+        problems.append(f"result schema versions {versions}, this ci reads {RESULT_SCHEMA}")
+    for label, values in (
+        ("projects", {r.project for r in results}),
+        ("images", {r.image for r in results} | ({image} if image else set())),
+        ("source commits", {r.source.sha for r in results}),
+    ):
+        if len(values) > 1:
+            problems.append(f"mixed {label}: {', '.join(sorted(v or '(none)' for v in values))}")
+    counts = Counter(str(platforms.parse(r.platform)) for r in results)
+    dupes = sorted(p for p, n in counts.items() if n > 1)
+    if dupes:
+        problems.append(f"duplicated platform(s): {', '.join(dupes)}")
+    if problems:
+        raise GateFailed("refusing to publish a mismatched set of results: " + "; ".join(problems))
+
+
+def check_gate(results: Sequence[PlatformResult], expected: Sequence[str]) -> None:
+    """Refuse unless every expected platform has a passed result with a digest, and no more."""
+    wanted = [str(platforms.parse(p)) for p in expected]
+    by_platform = {str(platforms.parse(r.platform)): r for r in results}
+    failed = [_describe(by_platform[p]) for p in wanted if p in by_platform
+              and not by_platform[p].ok]
+    missing = [p for p in wanted if p not in by_platform]
+    extra = sorted(set(by_platform) - set(wanted))
+    parts = []
+    if failed:
+        parts.append("failed: " + "; ".join(failed))
+    if missing:
+        parts.append("missing: " + ", ".join(missing))
+    if extra:
+        parts.append("not expected: " + ", ".join(extra))
+    if parts:
+        raise GateFailed("nothing published; " + " | ".join(parts))
+
+
+def index_annotations(results: Sequence[PlatformResult], created: str = "") -> dict[str, str]:
+    """OCI annotations for the index: source, revision, created and the run id(s)."""
+    first = results[0] if results else None
+    run_ids = sorted({r.run_id for r in results if r.run_id})
+    values = {
+        LABEL_SOURCE: first.source.repository_url if first else "",
+        LABEL_REVISION: first.source.sha if first else "",
+        LABEL_CREATED: created,
+        LABEL_RUN_ID: ",".join(run_ids),
+    }
+    return {k: v for k, v in values.items() if v}
+
+
+def publish(
+    results: Sequence[PlatformResult],
+    expected_platforms: Sequence[str],
+    image: str,
+    tags: Sequence[str],
+    annotations: dict[str, str],
+    registry_client: RegistryPort,
+    *,
+    dry_run: bool = False,
+) -> PublishResult:
+    """Assemble and tag the index, or raise (GateFailed before any write, RegistryError after).
+
+    With `dry_run` the index is assembled (reading the registry) but nothing is written: the
+    result names the digest the index would have and the tags that would move.
+
+    Order matters: the index is written by digest (no tag sees it), re-read and checked to
+    hold exactly the expected platforms, and only then are tags moved (rolled back on error).
+    """
+    started = time.monotonic()
+    check_set(results, image)
+    check_gate(results, expected_platforms)
+    ref = ImageRef.parse(image)
+    digests = {str(platforms.parse(r.platform)): str(r.digest) for r in results}
+    body = build_index(registry_client, ref.repository, digests, annotations)
+    if dry_run:
+        return PublishResult(
+            image=image, digest=digest_of(body), tags=list(tags), platforms=sorted(digests),
+            manifests=digests, annotations=dict(annotations), dry_run=True,
+            seconds=round(time.monotonic() - started, 3),
+        )
+    digest = registry_client.put_manifest(ref.repository, digest_of(body), body, OCI_INDEX)
+    found = verify_index(registry_client, ref.repository, digest, list(digests))
+    moved = move_tags(registry_client, ref.repository, list(tags),
+                      Manifest(digest, OCI_INDEX, body))
+    return PublishResult(
+        image=image,
+        digest=digest,
+        tags=moved,
+        platforms=sorted(found),
+        manifests=digests,
+        annotations=dict(annotations),
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def publish_release(
+    permit: Permit,
+    config: Config,
+    client: RegistryPort,
+    *,
+    tags: Sequence[str] | None = None,
+    created: str = "",
+    dry_run: bool = False,
+) -> PublishResult:
+    """Publish what a passed verdict holds: its platforms' digests, its source's tags.
+
+    Reads only the permit's verdict (never a separate list of results), so what moves is
+    exactly what every gate weighed. `tags` replaces the configured release tags (e.g. a
+    nightly pipeline's own); each is checked as an OCI tag before anything is written.
+    """
+    if not isinstance(permit, Permit):
+        raise GateFailed("nothing published: publish takes the Permit of a passed verdict")
+    verdict = permit.verdict
+    results = verdict.platforms
+    run_id = verdict.run_id or next((r.run_id for r in results if r.run_id), "")
+    release = list(tags) if tags is not None else release_tags(config.publish, verdict.source,
+                                                                run_id)
+    bad = [t for t in release if not TAG_RE.fullmatch(t)]
+    if bad or not release:
+        raise UsageError(f"tags {bad or release!r}: not valid OCI tags (at least one, "
+                         "[A-Za-z0-9_][A-Za-z0-9._-]{0,127})")
+    return publish(results, verdict.expected_platforms, verdict.image, release,
+                   index_annotations(results, created or verdict.created), client,
+                   dry_run=dry_run)
+
+
+def check_publishable(config: Config, only: Sequence[str] | None, do_publish: bool) -> None:
+    """A release holds every configured platform: a subset may be built, never published."""
+    if not do_publish or not only:
+        return
+    missing = [p for p in config.project.platforms if p not in {str(o) for o in only}]
+    if missing:
+        raise UsageError(f"--platform leaves out {', '.join(missing)} of project.platforms: "
+                         "a release publishes all of them; add --no-publish to build a subset")
+
+
+def decide_results(
+    config: Config,
+    results: Sequence[PlatformResult],
+    *,
+    expected: Sequence[str] | None = None,
+    model: ModelVerdict | None = None,
+    created: str = "",
+    stage_error: str = "",
+) -> Verdict:
+    """The verdict of `ci build` / `ci merge`: the same `decide()` as `ci run`, from the
+    platform results (and the model gate's result when one is given)."""
+    first = results[0] if results else None
+    return decide(
+        run_id=next((r.run_id for r in results if r.run_id), ""),
+        project=first.project if first else config.project.name,
+        image=config.project.image, created=created,
+        source=first.source if first else SourceInfo(),
+        expected_platforms=[str(platforms.parse(p))
+                            for p in (expected or config.project.platforms)],
+        platforms=list(results), model=model, model_required=model is not None,
+        smoke=[], smoke_required=False,
+        emulation_budget_seconds=config.emulation.budget_seconds, stage_error=stage_error,
+    )

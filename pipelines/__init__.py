@@ -1,1 +1,0 @@
-"""Pipeline definitions users read and copy; each is built from the `ci` library."""
