@@ -105,8 +105,8 @@ def plan(
 def doctor(config: ConfigOpt = None, as_json: JsonOpt = False) -> int:
     """Report Docker daemons and their architecture, buildx, qemu binfmt handlers (flag F),
     Dagger CLI/session, and whether the configured registry and MLflow answer."""
-    from ci.core import config as cfg
     from ci.commands.doctor import run_doctor
+    from ci.core import config as cfg
 
     loaded = None
     if config is not None or cfg.find(Path.cwd()) is not None:

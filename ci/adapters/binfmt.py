@@ -10,8 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ci.core import platforms
 from ci.adapters import proc
+from ci.core import platforms
 from ci.core.errors import SetupError
 from ci.core.platforms import Platform
 

@@ -9,7 +9,6 @@ own message. The release algorithm on top of it (index, verify, tags) is `ci.pub
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import re
 import threading
@@ -20,7 +19,7 @@ from typing import Any
 import httpx
 import stamina
 
-from ci.core import platforms, redact
+from ci.core import redact
 from ci.core.config import PublishConfig
 from ci.core.config import RegistryAuth as AuthConfig
 from ci.core.errors import ConfigError, ConfigProblem, RegistryError
@@ -28,8 +27,6 @@ from ci.core.oci import (
     ACCEPT,
     ATTESTATION_KEY,
     DIGEST_RE,
-    INDEX_TYPES,
-    OCI_INDEX,
     OCI_MANIFEST,
     ImageRef,
     Manifest,
@@ -37,47 +34,7 @@ from ci.core.oci import (
     platform_str,
 )
 
-
 __all__ = ["Credentials", "ImageRef", "Manifest", "RegistryClient", "digest_of", "platform_str"]
-
-
-class ImageRef:
-    """An image repository split into registry host and repository path."""
-
-    registry: str
-    repository: str
-
-    @classmethod
-    def parse(cls, image: str) -> ImageRef:
-        """`host[:port]/path[:tag][@digest]`; names without a registry host are Docker Hub's."""
-        name = image.split("@", 1)[0]
-        head, slash, last = name.rpartition("/")
-        if ":" in last:
-            name = f"{head}{slash}{last.rsplit(':', 1)[0]}"
-        host, _, rest = name.partition("/")
-        if not rest or ("." not in host and ":" not in host and host != "localhost"):
-            return cls("registry-1.docker.io", name if "/" in name else f"library/{name}")
-        return cls(host, rest)
-
-    def __str__(self) -> str:
-        return f"{self.registry}/{self.repository}"
-
-
-class Manifest:
-    """A manifest or index exactly as the registry stores it (bytes decide the digest)."""
-
-    digest: str
-    media_type: str
-    body: bytes
-
-    @property
-    def data(self) -> dict[str, Any]:
-        parsed = json.loads(self.body)
-        return parsed if isinstance(parsed, dict) else {}
-
-    @property
-    def is_index(self) -> bool:
-        return self.media_type in INDEX_TYPES or self.data.get("mediaType") in INDEX_TYPES
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,6 @@ short timeout, then few HTTP retries), and every MLflow or network error is tran
 
 from __future__ import annotations
 
-from ci.core.data import Frozen
-
 import os
 import urllib.error
 import urllib.request
@@ -18,10 +16,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ci.core import redact
 from ci.core.config import Config
+from ci.core.data import Frozen
 from ci.core.errors import TrackingError
 
 if TYPE_CHECKING:

@@ -7,11 +7,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ci.core import platforms
-from ci.stages.fanout import execute
-from ci.stages.prepare import prepare
 from ci.core.config import Config
 from ci.core.errors import UsageError
 from ci.core.results import PlatformResult
+from ci.stages.fanout import execute
+from ci.stages.prepare import prepare
 
 
 def default_output(platform: str) -> Path:

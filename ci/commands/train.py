@@ -13,8 +13,9 @@ from typing import Any
 
 from ci.adapters import ci_env
 from ci.core.config import Config
-from ci.stages.model import ModelStageResult, train_and_gate
+from ci.core.model import ModelStageResult
 from ci.core.results import SourceInfo
+from ci.stages.model import train_and_gate
 
 
 def new_run_id(source: SourceInfo) -> str:

@@ -8,16 +8,13 @@ release verdict and for tags on the run.
 
 from __future__ import annotations
 
-from ci.core.data import Frozen
-
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ci.core.config import MetricThresholdConfig
-from ci.core.errors import ConfigError, ConfigProblem
+from ci.core.data import Frozen
 
 # MLflow's validation as a function (adapters.mlflow_gate.mlflow_failures): bounds, candidate
 # metrics, baseline metrics or None, the two run ids → its failure lines ([] = passed).

@@ -30,11 +30,44 @@ def digest_of(body: bytes) -> str:
 
 
 @dataclass(frozen=True)
-@dataclass(frozen=True)
+class ImageRef:
+    """An image repository split into registry host and repository path."""
+
+    registry: str
+    repository: str
+
+    @classmethod
+    def parse(cls, image: str) -> ImageRef:
+        """`host[:port]/path[:tag][@digest]`; names without a registry host are Docker Hub's."""
+        name = image.split("@", 1)[0]
+        head, slash, last = name.rpartition("/")
+        if ":" in last:
+            name = f"{head}{slash}{last.rsplit(':', 1)[0]}"
+        host, _, rest = name.partition("/")
+        if not rest or ("." not in host and ":" not in host and host != "localhost"):
+            return cls("registry-1.docker.io", name if "/" in name else f"library/{name}")
+        return cls(host, rest)
+
+    def __str__(self) -> str:
+        return f"{self.registry}/{self.repository}"
 
 
 @dataclass(frozen=True)
-@dataclass(frozen=True)
+class Manifest:
+    """A manifest or index exactly as the registry stores it (bytes decide the digest)."""
+
+    digest: str
+    media_type: str
+    body: bytes
+
+    @property
+    def data(self) -> dict[str, Any]:
+        parsed = json.loads(self.body)
+        return parsed if isinstance(parsed, dict) else {}
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_TYPES or self.data.get("mediaType") in INDEX_TYPES
 
 
 def platform_str(platform: Mapping[str, Any]) -> str:

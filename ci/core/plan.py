@@ -6,14 +6,13 @@ nox's manifest tests build sessions. `ci plan` prints a Plan; `ci run` executes 
 
 from __future__ import annotations
 
-from ci.core.data import Frozen
-
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ci.core import platforms
 from ci.core.config import Config
+from ci.core.data import Frozen
 from ci.core.platforms import Platform
 
 PlacementKind = Literal["native", "emulated", "unavailable"]

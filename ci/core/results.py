@@ -6,12 +6,11 @@ A `PlatformResult` is also the file a CI matrix leg writes (`ci job --output`) a
 
 from __future__ import annotations
 
-from ci.core.data import Frozen
-
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from ci.core.data import Frozen
 from ci.core.plan import Placement
 
 RESULT_SCHEMA = 1

@@ -6,13 +6,12 @@ budget) and `decide()` turns them into pass/fail with one reason per failed gate
 
 from __future__ import annotations
 
-from ci.core.data import Frozen
-
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr
 
+from ci.core.data import Frozen
 from ci.core.errors import GateFailed
 from ci.core.model import ModelStageResult
 from ci.core.results import PlatformResult, SourceInfo
@@ -83,6 +82,14 @@ class Verdict(Frozen):
     passed: bool
     reasons: list[str] = Field(default_factory=list)
     _permit: Permit | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when the documents are equal (the permit is not part of the document)."""
+        if not isinstance(other, Verdict):
+            return NotImplemented
+        return self.model_dump() == other.model_dump()
+
+    __hash__ = None  # type: ignore[assignment]
 
     def permit(self) -> Permit:
         """The key to publish: only a verdict that `decide()` made and that passed has one.

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ci.core.redact import redact
-from ci.reports.github import SpanLike
 from ci.core.verdict import Verdict
+from ci.reports.github import SpanLike
 
 JUNIT_FILE = "maci-junit.xml"
 DOTENV_FILE = "maci.env"

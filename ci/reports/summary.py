@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -21,10 +21,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ci.core.redact import redact
 from ci.core.outcome import ReleaseOutcome
+from ci.core.redact import redact
 from ci.core.verdict import Verdict
-
 
 _STYLE = {"native": "green", "emulated": "yellow", "unavailable": "red"}
 

@@ -15,15 +15,13 @@ Without either, the order is unknown and the deploy is refused rather than risk 
 
 from __future__ import annotations
 
-from ci.core.outcome import DeployResult
-
 import json
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -33,6 +31,7 @@ from ci.core import redact
 from ci.core.config import Config, DeployConfig
 from ci.core.errors import DeployRefused, GitOpsError, StepFailed, UsageError
 from ci.core.manifests import Change, ManifestError, Target, split_ref, update_manifest
+from ci.core.outcome import DeployResult
 from ci.core.results import SourceInfo
 
 GUARD_FILE = ".maci/deployed.json"

@@ -12,14 +12,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import anyio
 
+from ci.adapters.registry import RegistryClient
 from ci.core.config import Config
 from ci.core.errors import CIError, EngineUnreachable, UsageError
 from ci.core.placement import Replacer, error_result, qemu_fallback
-from ci.core.ports import Engine, EngineFactory
+from ci.core.ports import EngineFactory
 from ci.core.results import JobSpec, PlatformResult
-from ci.adapters.registry import RegistryClient
 from ci.stages.prepare import Prepared
-
 
 
 async def run_jobs(

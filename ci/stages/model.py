@@ -8,11 +8,6 @@ called by the release only after the deploy commit landed.
 
 from __future__ import annotations
 
-from ci.adapters.mlflow_gate import mlflow_failures
-from ci.core.model import MaterializedModel, ModelStageResult, PromoteResult
-
-from ci.core.data import Frozen
-
 import hashlib
 import json
 import time
@@ -20,15 +15,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from ci.core import gate
 from ci.adapters import tracking
+from ci.adapters.mlflow_gate import mlflow_failures
+from ci.core import gate
 from ci.core.config import Config, ModelConfig
 from ci.core.errors import ConfigError, ConfigProblem, GateFailed, TrackingError
-from ci.core.gate import GateDecision
+from ci.core.model import MaterializedModel, ModelStageResult, PromoteResult
 from ci.core.results import SourceInfo
-from ci.stages.training import TrainingResult, train
+from ci.stages.training import train
 
 SERVING_ARTIFACT = "serving/model.json"
 MODEL_DIR = "model"

@@ -7,10 +7,6 @@ or rejected. Delivery is best effort by design: every failure is reported as dat
 
 from __future__ import annotations
 
-from ci.core.outcome import Delivery, NotifyReport
-
-from ci.core.data import Frozen
-
 import functools
 import uuid
 from collections.abc import Sequence
@@ -23,9 +19,9 @@ import stamina
 from cloudevents.core.bindings.http import to_structured
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
-from pydantic import BaseModel, ConfigDict, Field
 
 from ci.core.config import NotifyConfig
+from ci.core.outcome import Delivery, NotifyReport
 from ci.core.redact import redact
 from ci.core.verdict import Verdict
 

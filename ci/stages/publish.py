@@ -10,28 +10,24 @@ tag write fails, the tags already moved are rolled back and the error names what
 
 from __future__ import annotations
 
-from ci.core.outcome import PublishResult
-
 import json
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from ci.core import platforms
+from ci.core.config import Config
 from ci.core.errors import GateFailed, RegistryError, UsageError
 from ci.core.jobs import LABEL_CREATED, LABEL_REVISION, LABEL_RUN_ID, LABEL_SOURCE
-from ci.adapters.registry import (
+from ci.core.oci import (
     OCI_INDEX,
     ImageRef,
     Manifest,
-    RegistryClient,
     digest_of,
     platform_str,
 )
-from ci.core.config import Config
+from ci.core.outcome import PublishResult
 from ci.core.ports import RegistryPort
 from ci.core.results import RESULT_SCHEMA, PlatformResult, SourceInfo
 from ci.core.tags import TAG_RE, release_tags

@@ -8,17 +8,14 @@ re-pushing an identical release. `ci run --force` ignores the record.
 
 from __future__ import annotations
 
-from ci.core.data import Frozen
-
 import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
-
 from ci.adapters import proc
 from ci.core.config import Config
+from ci.core.data import Frozen
 from ci.core.errors import CIError
 from ci.core.oci import ImageRef
 from ci.core.ports import RegistryPort

@@ -31,9 +31,9 @@ import anyio
 import httpx
 
 from ci.adapters import proc
+from ci.adapters.inventory import docker_env
 from ci.core.config import SmokeConfig
 from ci.core.errors import CIError
-from ci.adapters.inventory import docker_env
 from ci.core.redact import redact
 from ci.core.verdict import SmokeResult
 

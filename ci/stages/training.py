@@ -8,8 +8,6 @@ unchanged rerun reuse the last FINISHED run instead of training again.
 
 from __future__ import annotations
 
-from ci.core.model import TrainingResult
-
 import hashlib
 import json
 import os
@@ -21,13 +19,12 @@ from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from ci.adapters import proc
+from ci.adapters.tracking import HTTP_DEFAULTS, Tracking
 from ci.core.config import Config, ModelConfig
 from ci.core.errors import ConfigError, ConfigProblem, StepFailed, ToolMissing
+from ci.core.model import TrainingResult
 from ci.core.results import SourceInfo
-from ci.adapters.tracking import HTTP_DEFAULTS, Tracking
 
 HASH_VERSION = "1"
 INPUT_HASH_TAG = "maci.input_hash"

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
+from ci.adapters.registry import RegistryClient
 from ci.core import config as cfg
 from ci.stages.publish import verify_index
-from ci.adapters.registry import RegistryClient
 from tests.fixtures.dockerd import Dockerd
 from tests.fixtures.registry import TAG_PUT, FaultProxy, Registry
 from tests.fixtures.sampleapp import head_sha, make_project, remove_local_images

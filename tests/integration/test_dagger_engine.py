@@ -18,10 +18,7 @@ import anyio
 import httpx
 import pytest
 
-from ci.core import config as cfg
 from ci.adapters import inventory
-from ci.core import plan, redact
-from ci.stages import publish
 from ci.adapters.engines import dagger_session as ds
 from ci.adapters.engines.dagger import TMP_TAG_PREFIX, DaggerEngine, digest_from_ref, temp_tag
 from ci.adapters.engines.dagger_child import ChildError, error_from
@@ -31,10 +28,13 @@ from ci.adapters.engines.dagger_routing import (
     run_jobs_dagger,
     run_single_engine_dagger,
 )
+from ci.adapters.registry import Credentials
+from ci.core import config as cfg
+from ci.core import plan, redact
 from ci.core.errors import EngineUnreachable, GateFailed, PlanUnavailable, StepFailed, TestsFailed
 from ci.core.plan import Placement, RunnerInfo
-from ci.adapters.registry import Credentials
 from ci.core.results import JobSpec, SourceInfo
+from ci.stages import publish
 from tests.fixtures.dagger_fake import DaggerFake, clean_environ
 from tests.fixtures.procs import wait_until
 

@@ -14,6 +14,8 @@ import pytest
 from ci.core import redact
 from ci.core.config import Config, load, loads
 from ci.core.errors import DeployRefused, GitOpsError, UsageError
+from ci.core.manifests import Target, update_manifest
+from ci.core.results import SourceInfo
 from ci.stages.deploy import (
     GUARD_FILE,
     Deployed,
@@ -24,8 +26,6 @@ from ci.stages.deploy import (
     display_remote,
     init_remote,
 )
-from ci.core.manifests import Target, update_manifest
-from ci.core.results import SourceInfo
 from tests.fixtures.procs import free_port, require_tool
 
 pytestmark = pytest.mark.integration

@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 
-from ci.core import config as cfg
 from ci.adapters import tracking
+from ci.core import config as cfg
 from ci.core.config import Config
 from ci.core.errors import GateFailed, StepFailed, TrackingError
-from ci.stages.model import materialize_model, promote, train_and_gate
 from ci.core.results import SourceInfo
+from ci.stages.model import materialize_model, promote, train_and_gate
 from tests.fixtures.mlflow_server import MlflowServer
 from tests.fixtures.procs import free_port
 

@@ -17,10 +17,10 @@ from cloudevents.core.bindings.http import HTTPMessage, from_http
 from cloudevents.core.formats.json import JSONFormat
 
 from ci.core.config import NotifyConfig
-from ci.stages.notify import EVENT_PREFIX, notify_sync
 from ci.core.redact import register
 from ci.core.results import PlatformResult, SourceInfo
 from ci.core.verdict import ModelVerdict, Verdict, decide
+from ci.stages.notify import EVENT_PREFIX, notify_sync
 from tests.fixtures.procs import free_port
 
 pytestmark = pytest.mark.integration

@@ -11,12 +11,12 @@ import secrets
 
 import pytest
 
+from ci.adapters.registry import OCI_INDEX, Credentials, ImageRef, RegistryClient
 from ci.core import redact
 from ci.core.config import PublishConfig, RegistryAuth
 from ci.core.errors import ConfigError, GateFailed, RegistryError
-from ci.stages.publish import TagMoveError, build_index, publish, verify_index
-from ci.adapters.registry import OCI_INDEX, Credentials, ImageRef, RegistryClient
 from ci.core.results import PlatformResult, SourceInfo
+from ci.stages.publish import TagMoveError, build_index, publish, verify_index
 from tests.fixtures.registry import (
     DIGEST_PUT,
     TAG_PUT,

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from ci.adapters.tracking import connect
 from ci.core import config as cfg
 from ci.core import redact
 from ci.core.errors import TrackingError
-from ci.adapters.tracking import connect
 from tests.fixtures.mlflow_server import MlflowServer
 from tests.fixtures.procs import free_port
 

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from ci.core import config as cfg
-from ci.stages.model import materialize_model, train_and_gate
 from ci.core.results import SourceInfo
+from ci.stages.model import materialize_model, train_and_gate
 from tests.fixtures.procs import ServerProcess, free_port, require_tool, start_server
 
 pytestmark = pytest.mark.integration

@@ -208,10 +208,10 @@ DIGEST = "sha256:" + "ab" * 32
 def write_real_outputs(folder: Path) -> None:
     """result/gate/merge JSON made by the same models and serialisers the `ci` commands use."""
     from ci.core.gate import GateDecision
+    from ci.core.results import PlatformResult, TestSummary
+    from ci.reports.results import to_json
     from ci.stages.model import ModelStageResult
     from ci.stages.publish import PublishResult
-    from ci.reports.results import to_json
-    from ci.core.results import PlatformResult, TestSummary
     from ci.stages.training import TrainingResult
 
     leg = PlatformResult(

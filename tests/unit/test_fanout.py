@@ -12,9 +12,9 @@ import pytest
 
 from ci.core.errors import EngineError, EngineUnreachable
 from ci.core.placement import qemu_fallback
-from ci.stages.fanout import run_jobs
 from ci.core.plan import Placement, RunnerInfo
 from ci.core.results import JobSpec, PlatformResult
+from ci.stages.fanout import run_jobs
 
 
 def spec(platform: str, runner: str, kind: str = "native") -> JobSpec:

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from ci.core.errors import GateFailed
-from ci.stages.publish import check_gate, check_set, index_annotations, publish
 from ci.adapters.registry import RegistryClient
+from ci.core.errors import GateFailed
 from ci.core.results import FailureDetail, PlatformResult, SourceInfo
+from ci.stages.publish import check_gate, check_set, index_annotations, publish
 
 DIGEST = "sha256:" + "a" * 64
 IMAGE = "127.0.0.1:9/team/app"

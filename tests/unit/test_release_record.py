@@ -4,8 +4,8 @@ import subprocess
 from pathlib import Path
 
 from ci.core import config as cfg
-from ci.stages import record as release_record
 from ci.core.results import SourceInfo
+from ci.stages import record as release_record
 
 CONFIG = """
 [project]

@@ -15,11 +15,13 @@ import pytest
 from rich.console import Console
 
 from ci.core import junit
+from ci.core.model import PromoteResult
+from ci.core.outcome import DeployResult, PublishResult, ReleaseOutcome
 from ci.core.redact import register
-from ci.reports import github, gitlab
-from ci.reports.summary import Progress, Span, print_summary
 from ci.core.results import FailureDetail, PlatformResult, SourceInfo, TestSummary
 from ci.core.verdict import ModelVerdict, SmokeResult, Verdict, decide
+from ci.reports import github, gitlab
+from ci.reports.summary import Progress, Span, print_summary
 
 AMD, ARM = "linux/amd64", "linux/arm64"
 IMAGE = "127.0.0.1:5000/wine"
@@ -224,7 +226,7 @@ def test_no_secret_in_any_report_file(tmp_path: Path) -> None:
     github.publish_report(v, environ=env, stream=io.StringIO(), spans=SPANS)
     files += [tmp_path / "sum.md", tmp_path / "out"]
     console = Console(file=io.StringIO(), width=200)
-    print_summary(console, v, deploy_commit=None)
+    print_summary(console, v)
     assert len(files) == 5
     for path in files:
         assert secret not in path.read_text(), path
@@ -281,8 +283,7 @@ def test_progress_live_table_renders_lanes() -> None:
 
 def test_final_summary_published() -> None:
     console = Console(file=io.StringIO(), width=220, record=True)
-    print_summary(console, verdict(), index_digest=DIGEST, tags=["main"], deploy_commit="d" * 12,
-                  promoted_version="3")
+    print_summary(console, verdict(), outcome(DIGEST, ["main"], "d" * 12, "3"))
     text = console.export_text()
     assert text.startswith("RELEASED 127.0.0.1:5000/wine")
     assert f"index digest: {DIGEST}" in text
@@ -302,3 +303,16 @@ def test_final_summary_rejected_shows_reasons_literally() -> None:
     assert "✗ linux/arm64: tests failed: 1 of 4" in text
     assert "deploy commit: -" in text and "promoted version: -" in text
     assert "model gate v3 vs champion v2: failed (accuracy fell by 0.04)" in text
+
+
+def outcome(digest: str, tags: list[str], commit: str, version: str) -> ReleaseOutcome:
+    """A release outcome as the stages would leave it (published, deployed, promoted)."""
+    return ReleaseOutcome(
+        published=PublishResult(image="127.0.0.1:5000/wine", digest=digest, tags=tags,
+                                platforms=["linux/amd64", "linux/arm64"], manifests={}),
+        deployed=DeployResult(commit=commit, branch="main", remote="r", changed_files=(),
+                              changes=(), diff="", attempts=1, dry_run=False, pushed=True,
+                              sequence=1),
+        promoted=PromoteResult(registered_model="wine", alias="champion", version=version,
+                               previous_version=None, deploy_commit=commit, changed=True),
+    )

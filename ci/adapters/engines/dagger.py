@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import anyio
 
-from ci.core import junit, platforms
 from ci.adapters.engines import dagger_session as ds
+from ci.adapters.registry import Credentials, ImageRef, RegistryClient
+from ci.core import junit, platforms
 from ci.core.errors import EngineError, RegistryError, StepFailed
 from ci.core.plan import DEFAULT_RUNNER
 from ci.core.redact import redact, register
-from ci.adapters.registry import Credentials, ImageRef, RegistryClient
 from ci.core.results import FailureDetail, JobSpec, PlatformResult, TestSummary
 from ci.core.tags import sanitize
 

@@ -17,8 +17,8 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from ci.core.config import PublishConfig, RegistryAuth
 from ci.adapters.engines import dagger_session as ds
+from ci.core.config import PublishConfig, RegistryAuth
 from ci.core.errors import CIError, EngineError
 from ci.core.redact import redact
 from ci.core.results import JobSpec, PlatformResult

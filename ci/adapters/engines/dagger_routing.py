@@ -20,9 +20,9 @@ from pathlib import Path
 import anyio
 
 from ci.adapters import proc
-from ci.core.config import RegistryAuth
 from ci.adapters.engines import dagger_session as ds
 from ci.adapters.engines.dagger_child import ChildRequest, ChildResponse, error_from
+from ci.core.config import RegistryAuth
 from ci.core.errors import EngineError, EngineUnreachable, PlanUnavailable, StepFailed, UsageError
 from ci.core.plan import DEFAULT_RUNNER, RunnerInfo
 from ci.core.results import JobSpec, PlatformResult

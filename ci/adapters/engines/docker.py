@@ -30,10 +30,10 @@ from typing import Literal, TypeVar
 
 import anyio
 
-from ci.core import junit, platforms
 from ci.adapters import proc
-from ci.core.errors import CIError, EngineError, EngineUnreachable, RegistryError, StepFailed
 from ci.adapters.registry import ImageRef, RegistryClient
+from ci.core import junit, platforms
+from ci.core.errors import CIError, EngineError, EngineUnreachable, RegistryError, StepFailed
 from ci.core.results import FailureDetail, JobSpec, PlatformResult, TestSummary
 from ci.core.tags import sanitize
 
