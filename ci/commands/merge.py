@@ -17,6 +17,7 @@ from ci.core.model import ModelStageResult
 from ci.core.outcome import PublishResult
 from ci.core.results import PlatformResult
 from ci.core.verdict import Verdict, model_verdict_of
+from ci.pipelines.ports import RegistryFactory
 from ci.stages.prepare import now_rfc3339
 from ci.stages.publish import decide_results, publish_release
 from ci.stages.real import registry_for
@@ -69,6 +70,7 @@ def run_merge(
     expected: Sequence[str] | None = None,
     model_result: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    registry: RegistryFactory = registry_for,
 ) -> tuple[list[PlatformResult], Verdict, PublishResult]:
     """Decide the verdict from the legs' results, then publish with its Permit; a rejected
     verdict raises GateFailed (its first reason) and touches nothing."""
@@ -80,7 +82,7 @@ def run_merge(
     verdict = decide_results(config, results, expected=expected, model=model,
                              created=now_rfc3339())
     permit = verdict.permit()
-    client = registry_for(config, env)
+    client = registry(config, env)
     try:
         published = publish_release(permit, config, client)
     finally:

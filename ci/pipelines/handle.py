@@ -38,6 +38,7 @@ from ci.core.verdict import (
     model_verdict_of,
 )
 from ci.pipelines.ports import Ports
+from ci.stages.fanout import BeforeRelease
 from ci.stages.prepare import Prepared, prepare, rfc3339
 from ci.stages.record import ReleaseRecord
 
@@ -242,10 +243,11 @@ class Release:
             self.skipped_reason = f"release builds skipped: {self.model_blocks}"
         return self.results
 
-    def _factory(self, before_release: Any = None) -> EngineFactory | None:
+    def _factory(self, before_release: BeforeRelease | None = None) -> EngineFactory | None:
         return self.ports.engines(before_release) if self.ports.engines else None
 
-    async def _docker_jobs(self, before_release: Any = None) -> list[PlatformResult]:
+    async def _docker_jobs(self, before_release: BeforeRelease | None = None
+                           ) -> list[PlatformResult]:
         from ci.stages.fanout import execute_async
 
         prepared = self._need("platform_jobs()")
