@@ -88,10 +88,9 @@ def plan(
 ) -> int:
     """Show where each platform job would run (native, emulated or unavailable). Exit 1 if any
     platform is unavailable."""
-    from ci.stages.prepare import build_plan
+    from ci.commands.plan import run_plan
 
-    only = _platforms(platform)
-    result = build_plan(_load(config), only=only, engine=_engine(engine))
+    result = run_plan(_load(config), only=_platforms(platform), engine=_engine(engine))
     if as_json:
         _echo_json({**result.model_dump(mode="json"), "ok": result.ok})
     else:
@@ -124,12 +123,10 @@ def doctor(config: ConfigOpt = None, as_json: JsonOpt = False) -> int:
 @app.command("setup-qemu")
 def setup_qemu(platform: PlatformOpt = None) -> int:
     """Register qemu-user-static binfmt handlers with flag F (idempotent; needs root)."""
-    from ci.adapters import binfmt
-    from ci.core import platforms
+    from ci.commands.setup_qemu import run_setup
 
-    wanted = _platforms(platform) or [platforms.parse("linux/arm64")]
-    for r in binfmt.setup(wanted):
-        sys.stdout.write(f"{r.platform}: {r.action} ({r.interpreter}, flags OCF)\n")
+    for line in run_setup(_platforms(platform)):
+        sys.stdout.write(line + "\n")
     return errors.EXIT_OK
 
 
@@ -158,14 +155,11 @@ def build(
 ) -> int:
     """Test and build every platform on its runner (Docker engine), then publish the
     multi-arch index and move the release tags only if ALL platforms passed."""
-    from ci.commands.build import run_jobs
+    from ci.commands.build import publish_jobs, run_jobs
     from ci.reports import results as report
-    from ci.stages.publish import check_publishable, decide_results, publish_release
-    from ci.stages.real import registry_for
 
     loaded = _load(config)
     only = _platforms(platform)
-    check_publishable(loaded, [str(p) for p in only] if only else None, not no_publish)
     prepared, results = run_jobs(
         loaded, only=only, push=not no_publish,
         on_result=None if as_json else lambda r: _console(stderr=True).print(
@@ -174,13 +168,7 @@ def build(
     published = None
     if not no_publish:
         try:
-            verdict = decide_results(loaded, results, expected=prepared.expected)
-            permit = verdict.permit()
-            client = registry_for(loaded, os.environ)
-            try:
-                published = publish_release(permit, loaded, client)
-            finally:
-                client.close()
+            published = publish_jobs(loaded, prepared, results)
         except errors.CIError as exc:
             _report_refusal(results, exc, as_json)
             raise
@@ -321,17 +309,9 @@ def deploy(
     as_json: JsonOpt = False,
 ) -> int:
     """Pin the deploy manifests to the index digest (and model version), commit, push."""
-    from ci.adapters import ci_env
-    from ci.stages import deploy as gitops
+    from ci.commands.deploy import run_deploy
 
-    conf = _load(config)
-    ref = index if "@" in index else f"{conf.project.image}@{index}"
-    if not ref.split("@", 1)[1].startswith("sha256:"):
-        raise errors.UsageError(f"--index: {index!r} is not a digest reference")
-    gitops.init_remote(conf)
-    source = ci_env.detect(os.environ, conf.root_path)
-    top = conf.root_path
-    result = gitops.deploy(conf, source, ref, model_version, dry_run=dry_run, source_repo=top)
+    ref, result = run_deploy(_load(config), index, model_version, dry_run=dry_run)
     if as_json:
         from ci.core.outcome import ReleaseOutcome
 
@@ -354,9 +334,9 @@ def promote(
 ) -> int:
     """Move the MLflow alias (e.g. champion) to a version that passed the gate; run it only
     after the deploy commit landed."""
-    from ci.stages import model as model_stage
+    from ci.commands.promote import run_promote
 
-    result = model_stage.promote(_load(config), model_version, deploy_commit)
+    result = run_promote(_load(config), model_version, deploy_commit)
     if as_json:
         _echo_json(result.model_dump(mode="json"))
     else:

@@ -1,5 +1,8 @@
 """`dagger run python -m pipelines.release` through the session environment, end to end.
 
+`pipelines/release.py` is the PROJECT's own file (the README's three lines reusing the
+built-in release), run as a module from the project directory, as `dagger run` does.
+
 The real dagger-io SDK talks to the schema-validating fake engine (the one stand-in); the
 per-platform digests it "publishes" are real images pre-pushed to the real registry, so the
 registry merge, tags and verdict are the real ones.
@@ -19,6 +22,14 @@ from tests.fixtures.registry import Registry, push_tiny_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.dagger_fake]
 
+# What the README tells a project to write to run its release as `python -m pipelines.release`.
+PROJECT_PIPELINE = """\
+from ci import main
+from ci import release_pipeline as pipeline
+
+if __name__ == "__main__":
+    raise SystemExit(main(pipeline))
+"""
 GIT = ["git", "-c", "user.name=maci test", "-c", "user.email=test@maci.invalid"]
 
 
@@ -29,6 +40,8 @@ def make_service(root: Path, image: str) -> Path:
         "FROM ${BASE} AS runtime\nWORKDIR /app\nCOPY app.py .\nCMD [\"python3\", \"app.py\"]\n")
     (root / "app.py").write_text("print('ok')\n")
     (root / "tests" / "test_app.py").write_text("def test_ok():\n    assert True\n")
+    (root / "pipelines").mkdir()
+    (root / "pipelines" / "release.py").write_text(PROJECT_PIPELINE)
     (root / "ci.toml").write_text(f"""
 [project]
 name = "svc"

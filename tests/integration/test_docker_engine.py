@@ -20,12 +20,12 @@ import pytest
 
 from ci.adapters.engines.docker import DockerEngine, engine_factory
 from ci.adapters.registry import ImageRef, RegistryClient
-from ci.commands.build import Prepared, prepare
 from ci.core import config as cfg
 from ci.core.placement import qemu_fallback
 from ci.core.plan import Placement, RunnerInfo
 from ci.core.results import JobSpec, PlatformResult
 from ci.stages.fanout import run_jobs
+from ci.stages.prepare import Prepared, prepare
 from tests.fixtures.registry import FaultProxy, Registry
 from tests.fixtures.sampleapp import head_sha, make_project, remove_local_images
 

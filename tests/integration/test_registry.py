@@ -11,10 +11,11 @@ import secrets
 
 import pytest
 
-from ci.adapters.registry import OCI_INDEX, Credentials, ImageRef, RegistryClient
+from ci.adapters.registry import Credentials, ImageRef, RegistryClient
 from ci.core import redact
 from ci.core.config import PublishConfig, RegistryAuth
 from ci.core.errors import ConfigError, GateFailed, RegistryError
+from ci.core.oci import OCI_INDEX
 from ci.core.results import PlatformResult, SourceInfo
 from ci.stages.publish import TagMoveError, build_index, publish, verify_index
 from tests.fixtures.registry import (
