@@ -17,10 +17,13 @@ CLI's single handler can map them to exit codes without knowing any tool::
     │   ├── ToolMissing          exit 1: a required executable is not installed
     │   ├── EngineError          exit 1: docker/buildx/dagger failed (not a test failure)
     │   │   └── EngineUnreachable  exit 1: no engine/daemon answered
+    │   ├── JUnitError           exit 1: the test tool's report is not JUnit XML we can read
     │   ├── RegistryError        exit 1: the OCI registry refused or failed a request
+    │   │   └── TagMoveError     exit 1: a tag write failed (says what moved, rolled back, not moved)
     │   ├── TrackingError        exit 1: MLflow failed or is unreachable
     │   └── GitOpsError          exit 1: clone/commit/push of the deploy repo failed
-    │       └── DeployRefused    exit 1: the monotonic guard refused an older source commit
+    │       ├── DeployRefused    exit 1: the monotonic guard refused an older source commit
+    │       └── ManifestError    exit 1: a deploy manifest is not valid YAML (names file and line)
     ├── SetupError               exit 1: the machine cannot be set up as asked (not root...)
     └── Interrupted              exit 130: SIGINT/SIGTERM; nothing was published
 """
@@ -152,8 +155,24 @@ class EngineUnreachable(EngineError):
     pass
 
 
+class JUnitError(ToolError):
+    """The text is not a JUnit report we can read (the exit code then decides alone)."""
+
+
 class RegistryError(ToolError):
     pass
+
+
+class TagMoveError(RegistryError):
+    """A tag write failed; says which tags moved, which were rolled back, which were not."""
+
+    def __init__(
+        self, message: str, *, moved: list[str], rolled_back: list[str], not_moved: list[str],
+    ) -> None:
+        super().__init__(message)
+        self.moved = moved
+        self.rolled_back = rolled_back
+        self.not_moved = not_moved
 
 
 class TrackingError(ToolError):
@@ -166,6 +185,10 @@ class GitOpsError(ToolError):
 
 class DeployRefused(GitOpsError):
     pass
+
+
+class ManifestError(GitOpsError):
+    """A deploy manifest that is not valid YAML (the message names the file and line)."""
 
 
 class SetupError(CIError):

@@ -9,11 +9,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from ci.core.errors import JUnitError as JUnitError  # defined in the error tree; re-exported here
 from ci.core.results import TestSummary
-
-
-class JUnitError(ValueError):
-    """The text is not a JUnit report we can read."""
 
 
 def _float(value: str | None) -> float:

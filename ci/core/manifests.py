@@ -25,6 +25,8 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, ScalarString
 
+from ci.core.errors import ManifestError as ManifestError  # defined in the error tree; re-exported here
+
 MODEL_ARGS = ("model-version", "model_version", "modelVersion")
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -40,10 +42,6 @@ _ANALYSES = (  # Argo Rollouts places that carry analysis `args`
     ("spec", "strategy", "blueGreen", "postPromotionAnalysis"),
 )
 _KUSTOMIZATION_FILES = {"kustomization.yaml", "kustomization.yml", "Kustomization"}
-
-
-class ManifestError(ValueError):
-    """A manifest that is not valid YAML (the message names the file and line)."""
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from ci.adapters import proc
 from ci.core import redact
 from ci.core.config import Config, DeployConfig
 from ci.core.errors import DeployRefused, GitOpsError, StepFailed, UsageError
-from ci.core.manifests import Change, ManifestError, Target, split_ref, update_manifest
+from ci.core.manifests import Change, Target, split_ref, update_manifest
 from ci.core.outcome import DeployResult
 from ci.core.results import SourceInfo
 
@@ -265,10 +265,7 @@ class _Run:
                 raise UsageError(f"deploy.manifests: {name!r} points outside the deploy repository")
             if not path.is_file():
                 raise GitOpsError(f"the deploy branch {self.dc.branch!r} of {self.shown} has no {name}")
-            try:
-                edit = update_manifest(path.read_text(), self.target, file=name)
-            except ManifestError as exc:
-                raise GitOpsError(str(exc)) from None
+            edit = update_manifest(path.read_text(), self.target, file=name)  # ManifestError: a GitOpsError
             images += edit.images
             if edit.changed:
                 path.write_text(edit.text)

@@ -18,7 +18,7 @@ from typing import Any
 
 from ci.core import platforms
 from ci.core.config import Config
-from ci.core.errors import GateFailed, RegistryError, UsageError
+from ci.core.errors import GateFailed, RegistryError, TagMoveError, UsageError
 from ci.core.jobs import LABEL_CREATED, LABEL_REVISION, LABEL_RUN_ID, LABEL_SOURCE
 from ci.core.oci import (
     OCI_INDEX,
@@ -32,18 +32,6 @@ from ci.core.ports import RegistryPort
 from ci.core.results import RESULT_SCHEMA, PlatformResult, SourceInfo
 from ci.core.tags import TAG_RE, release_tags
 from ci.core.verdict import ModelVerdict, Permit, Verdict, decide
-
-
-class TagMoveError(RegistryError):
-    """A tag write failed; says which tags moved, which were rolled back, which were not."""
-
-    def __init__(
-        self, message: str, *, moved: list[str], rolled_back: list[str], not_moved: list[str],
-    ) -> None:
-        super().__init__(message)
-        self.moved = moved
-        self.rolled_back = rolled_back
-        self.not_moved = not_moved
 
 
 def build_index(

@@ -3,7 +3,8 @@
 dagger-io's connection is process-wide, so each runner host gets a child process whose
 environment routes the SDK (see ci.engines.dagger_routing). The request (JobSpecs, the
 registry username and the NAME of the password variable, never the password) comes on
-stdin as JSON; the PlatformResults, or one error, go to OUT.json.
+stdin as JSON; the PlatformResults, or one error (its ci.core.errors class and that class's
+fields, see ChildError), go to OUT.json.
 """
 
 from __future__ import annotations
@@ -18,13 +19,24 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from ci.adapters.engines import dagger_session as ds
+from ci.core import errors
 from ci.core.config import PublishConfig, RegistryAuth
-from ci.core.errors import CIError, EngineError
+from ci.core.errors import (
+    MISSING,
+    CIError,
+    ConfigError,
+    ConfigProblem,
+    EngineError,
+    EngineUnreachable,
+    StepFailed,
+    TagMoveError,
+)
 from ci.core.redact import redact
 from ci.core.results import JobSpec, PlatformResult
 
-CHILD_SCHEMA = 1
-__all__ = ["ChildError", "ChildRequest", "ChildResponse", "error_from", "main", "serve"]
+CHILD_SCHEMA = 2  # 2: ChildError carries the fields of its class
+OUTPUT_TAIL = 20_000  # characters of a failed step's stdout/stderr sent back to the parent
+__all__ = ["ChildError", "ChildProblem", "ChildRequest", "ChildResponse", "error_from", "main", "serve"]
 
 
 class ChildRequest(BaseModel):
@@ -42,9 +54,78 @@ class ChildRequest(BaseModel):
     index: bool = False
 
 
+class ChildProblem(BaseModel):
+    """One ConfigProblem on the wire; the value travels as its repr (None: no value given)."""
+
+    path: str
+    value: str | None = None
+    reason: str
+    source: str = ""
+
+
 class ChildError(BaseModel):
+    """One CIError on the wire: its class name, message and the fields its class carries."""
+
     kind: str
     message: str
+    step: str = ""  # StepFailed and subclasses
+    cmd: list[str] = Field(default_factory=list)
+    returncode: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    problems: list[ChildProblem] = Field(default_factory=list)  # ConfigError
+    moved: list[str] = Field(default_factory=list)  # TagMoveError
+    rolled_back: list[str] = Field(default_factory=list)
+    not_moved: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, exc: CIError) -> ChildError:
+        """The wire form of `exc`, secrets masked field by field (JSON escaping could hide them).
+
+        `kind` is the nearest ci.core.errors class, so a private subclass still comes back typed.
+        """
+        kind = next(c for c in type(exc).__mro__ if c.__module__ == CIError.__module__)
+        fields: dict[str, Any] = {"message": redact(exc.message)}
+        if isinstance(exc, StepFailed):
+            fields.update(step=redact(exc.step), cmd=[redact(c) for c in exc.cmd], returncode=exc.returncode,
+                          stdout=_tail(exc.stdout), stderr=_tail(exc.stderr))
+        if isinstance(exc, ConfigError):
+            problems = [ChildProblem(path=p.path, value=_shown(p.value), reason=redact(p.reason),
+                                     source=p.source) for p in exc.problems]
+            # the message quotes the values: rebuilt from the masked ones, as the parent will
+            fields.update(problems=problems, message=ConfigError(_problems(problems)).message)
+        if isinstance(exc, TagMoveError):
+            fields.update(moved=list(exc.moved), rolled_back=list(exc.rolled_back),
+                          not_moved=list(exc.not_moved))
+        return cls(kind=kind.__name__, **fields)
+
+
+def _tail(text: str, limit: int = OUTPUT_TAIL) -> str:
+    """Redacted, then cut to its last `limit` characters (a log can be megabytes)."""
+    text = redact(text)
+    return text if len(text) <= limit else text[-limit:]
+
+
+def _shown(value: object) -> str | None:
+    """A problem's value as the repr it prints with, masked before repr escapes a secret."""
+    if value is MISSING:
+        return None
+    return repr(redact(value)) if isinstance(value, str) else redact(repr(value))
+
+
+def _problems(problems: list[ChildProblem]) -> list[ConfigProblem]:
+    return [ConfigProblem(p.path, MISSING if p.value is None else _Shown(p.value), p.reason, p.source)
+            for p in problems]
+
+
+class _Shown:
+    """A ConfigProblem value rebuilt from its repr: prints exactly as the child's did."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 class ChildResponse(BaseModel):
@@ -106,10 +187,9 @@ def _watchdog(request: ChildRequest) -> threading.Timer:
 
     def expire() -> None:
         if _OUT is not None:
-            _write(_OUT, ChildResponse(error=ChildError(
-                kind="EngineUnreachable",
-                message=f"Dagger engine unreachable ({ds.where(request.host)}): no session "
-                        f"within {request.connect_timeout:g} s")))
+            _write(_OUT, ChildResponse(error=ChildError.of(EngineUnreachable(
+                f"Dagger engine unreachable ({ds.where(request.host)}): no session "
+                f"within {request.connect_timeout:g} s"))))
         os._exit(1)
 
     timer = threading.Timer(request.connect_timeout + 2, expire)
@@ -128,28 +208,37 @@ def main(argv: list[str]) -> int:
         request = ChildRequest.model_validate_json(sys.stdin.read())
         response = anyio.run(serve, request)
     except CIError as exc:
-        _write(out, ChildResponse(error=ChildError(kind=type(exc).__name__, message=exc.message)))
+        _write(out, ChildResponse(error=ChildError.of(exc)))
         return 1
     except Exception as exc:  # reported to the parent as an engine error, then re-raised
-        kind = EngineError.__name__
-        _write(out, ChildResponse(error=ChildError(kind=kind, message=f"{type(exc).__name__}: "
-                                                                      f"{exc}")))
+        _write(out, ChildResponse(error=ChildError.of(EngineError(f"{type(exc).__name__}: {exc}"))))
         raise
     _write(out, response)
     return 0
 
 
 def error_from(payload: dict[str, Any] | ChildError) -> CIError:
-    """Rebuild the child's error as the same ci.errors class (EngineError if unknown)."""
-    from ci.core import errors
+    """Rebuild the child's error as the same ci.core.errors class, fields included.
 
-    err = payload if isinstance(payload, ChildError) else ChildError(**payload)
+    An unknown kind (or one this side cannot build) becomes an EngineError with the message.
+    """
+    err = payload if isinstance(payload, ChildError) else ChildError.model_validate(payload)
     cls = getattr(errors, err.kind, None)
     if not (isinstance(cls, type) and issubclass(cls, CIError)):
         return EngineError(err.message)
-    if issubclass(cls, errors.ConfigError):  # built from problems, not a message
-        return errors.UsageError(err.message)
-    return cls(err.message)
+    if issubclass(cls, ConfigError):  # built from problems, not a message
+        if not err.problems:
+            return errors.UsageError(err.message)
+        return cls(_problems(err.problems))
+    if issubclass(cls, StepFailed):
+        return cls(err.message, step=err.step, cmd=err.cmd, returncode=err.returncode,
+                   stdout=err.stdout, stderr=err.stderr)
+    if issubclass(cls, TagMoveError):
+        return cls(err.message, moved=err.moved, rolled_back=err.rolled_back, not_moved=err.not_moved)
+    try:
+        return cls(err.message)
+    except TypeError:  # a class whose fields this wire form does not carry
+        return EngineError(f"{err.kind}: {err.message}")
 
 
 if __name__ == "__main__":

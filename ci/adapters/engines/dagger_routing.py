@@ -21,7 +21,7 @@ import anyio
 
 from ci.adapters import proc
 from ci.adapters.engines import dagger_session as ds
-from ci.adapters.engines.dagger_child import ChildRequest, ChildResponse, error_from
+from ci.adapters.engines.dagger_child import CHILD_SCHEMA, ChildRequest, ChildResponse, error_from
 from ci.core.config import RegistryAuth
 from ci.core.errors import EngineError, EngineUnreachable, PlanUnavailable, StepFailed, UsageError
 from ci.core.plan import DEFAULT_RUNNER, RunnerInfo
@@ -119,8 +119,11 @@ def _run_child(group: RunnerGroup, environ: Mapping[str, str], options: Options,
             raise EngineError(f"Dagger child for {ds.where(group.host)} exited "
                               f"{res.returncode} without a result: {tail[:300]}")
         response = ChildResponse.model_validate_json(out.read_text())
+    if response.schema_version != CHILD_SCHEMA:  # a child of another version: its errors would not map
+        raise EngineError(f"Dagger child for {ds.where(group.host)} wrote response schema "
+                          f"{response.schema_version}, expected {CHILD_SCHEMA}")
     if response.error is not None:
-        raise error_from(response.error)
+        raise error_from(response.error)  # the same ci.core.errors class, fields included
     if len(response.results) != len(group.jobs):
         raise EngineError(f"Dagger child for {ds.where(group.host)} returned "
                           f"{len(response.results)} results for {len(group.jobs)} jobs")
