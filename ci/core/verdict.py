@@ -6,15 +6,17 @@ budget) and `decide()` turns them into pass/fail with one reason per failed gate
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr
 
 from ci.core.data import Frozen
-from ci.core.errors import GateFailed
+from ci.core.errors import GateFailed, PlatformError
 from ci.core.model import ModelStageResult
-from ci.core.results import PlatformResult, SourceInfo
+from ci.core.platforms import parse as parse_platform
+from ci.core.results import RESULT_SCHEMA, PlatformResult, SourceInfo
 
 VERDICT_SCHEMA = 1
 MODEL_STEP = "model"  # FailureDetail.step of a platform job stopped because the model failed
@@ -148,6 +150,35 @@ class Permit:
 _KEY = object()
 
 
+def _norm(platform: str) -> str:
+    """`aarch64`, `arm64` and `linux/arm64/v8` are one platform; unparsable text stays as is."""
+    try:
+        return str(parse_platform(platform))
+    except PlatformError:
+        return platform
+
+
+def set_problems(results: Sequence[PlatformResult], image: str = "") -> list[str]:
+    """Why these results cannot form one release ([] when they can): mixed projects, images,
+    commits or result schemas, or one platform reported twice."""
+    problems: list[str] = []
+    versions = sorted({r.schema_version for r in results})
+    if results and versions != [RESULT_SCHEMA]:
+        problems.append(f"result schema versions {versions}, this ci reads {RESULT_SCHEMA}")
+    for label, values in (
+        ("projects", {r.project for r in results}),
+        ("images", {r.image for r in results} | ({image} if image and results else set())),
+        ("source commits", {r.source.sha for r in results}),
+    ):
+        if len(values) > 1:
+            problems.append(f"mixed {label}: {', '.join(sorted(v or '(none)' for v in values))}")
+    counts = Counter(_norm(r.platform) for r in results)
+    dupes = sorted(p for p, n in counts.items() if n > 1)
+    if dupes:
+        problems.append(f"duplicated platform(s): {', '.join(dupes)}")
+    return problems
+
+
 def decide(
     *,
     run_id: str,
@@ -172,8 +203,10 @@ def decide(
     `extra_reasons` (notes such as skipped builds) come after the gates' own reasons;
     `gates` are the pipeline's own checks (each failed one gives `NAME: reason`).
     """
-    reasons: list[str] = []
-    by_platform = {r.platform: r for r in platforms}
+    reasons: list[str] = [f"results do not belong to one release: {p}"
+                          for p in set_problems(platforms, image)]
+    by_platform = {_norm(r.platform): r for r in platforms}
+    expected_platforms = [_norm(p) for p in expected_platforms]
     said = bool(stage_error or extra_reasons)  # why jobs stopped is already said once
     skipped = not platforms and said
     for p in expected_platforms:

@@ -1,8 +1,8 @@
 """Publish: per-platform digests → one multi-arch index → release tags, all or nothing.
 
-Shared by `ci merge` (results from CI matrix legs), `ci build` and every engine's in-process
-path. It refuses, touching nothing, unless every expected platform passed with a digest and
-the results belong together (same project, image, commit and schema). A registry has no
+Shared by `ci run`, `ci build` and `ci merge`. It takes the Permit of a passed verdict:
+`decide()` alone weighed the gates (every expected platform passed with a digest, the results
+belong together, model, smoke, budget), so a refusal never reaches this module. A registry has no
 transactions, so the writes are ordered: the index is PUT by digest (no tag sees it),
 re-read and checked to hold exactly the expected platforms, then each tag is moved; if a
 tag write fails, the tags already moved are rolled back and the error names what moved.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,7 +28,7 @@ from ci.core.oci import (
 )
 from ci.core.outcome import PublishResult
 from ci.core.ports import RegistryPort
-from ci.core.results import RESULT_SCHEMA, PlatformResult, SourceInfo
+from ci.core.results import PlatformResult, SourceInfo
 from ci.core.tags import TAG_RE, release_tags
 from ci.core.verdict import ModelVerdict, Permit, Verdict, decide
 
@@ -121,57 +120,6 @@ def _roll_back(
     return rolled, stuck
 
 
-def _describe(result: PlatformResult) -> str:
-    if result.failure:
-        return f"{result.platform} ({result.status} in {result.failure.step}: "\
-               f"{result.failure.message})"
-    if result.status == "passed":
-        return f"{result.platform} (passed but pushed no digest)"
-    return f"{result.platform} ({result.status})"
-
-
-def check_set(results: Sequence[PlatformResult], image: str | None = None) -> None:
-    """Refuse results that do not belong to one release (raises GateFailed)."""
-    problems: list[str] = []
-    if not results:
-        raise GateFailed("refusing to publish: no platform results")
-    versions = sorted({r.schema_version for r in results})
-    if versions != [RESULT_SCHEMA]:
-        problems.append(f"result schema versions {versions}, this ci reads {RESULT_SCHEMA}")
-    for label, values in (
-        ("projects", {r.project for r in results}),
-        ("images", {r.image for r in results} | ({image} if image else set())),
-        ("source commits", {r.source.sha for r in results}),
-    ):
-        if len(values) > 1:
-            problems.append(f"mixed {label}: {', '.join(sorted(v or '(none)' for v in values))}")
-    counts = Counter(str(platforms.parse(r.platform)) for r in results)
-    dupes = sorted(p for p, n in counts.items() if n > 1)
-    if dupes:
-        problems.append(f"duplicated platform(s): {', '.join(dupes)}")
-    if problems:
-        raise GateFailed("refusing to publish a mismatched set of results: " + "; ".join(problems))
-
-
-def check_gate(results: Sequence[PlatformResult], expected: Sequence[str]) -> None:
-    """Refuse unless every expected platform has a passed result with a digest, and no more."""
-    wanted = [str(platforms.parse(p)) for p in expected]
-    by_platform = {str(platforms.parse(r.platform)): r for r in results}
-    failed = [_describe(by_platform[p]) for p in wanted if p in by_platform
-              and not by_platform[p].ok]
-    missing = [p for p in wanted if p not in by_platform]
-    extra = sorted(set(by_platform) - set(wanted))
-    parts = []
-    if failed:
-        parts.append("failed: " + "; ".join(failed))
-    if missing:
-        parts.append("missing: " + ", ".join(missing))
-    if extra:
-        parts.append("not expected: " + ", ".join(extra))
-    if parts:
-        raise GateFailed("nothing published; " + " | ".join(parts))
-
-
 def index_annotations(results: Sequence[PlatformResult], created: str = "") -> dict[str, str]:
     """OCI annotations for the index: source, revision, created and the run id(s)."""
     first = results[0] if results else None
@@ -186,16 +134,15 @@ def index_annotations(results: Sequence[PlatformResult], created: str = "") -> d
 
 
 def publish(
-    results: Sequence[PlatformResult],
-    expected_platforms: Sequence[str],
-    image: str,
+    permit: Permit,
     tags: Sequence[str],
     annotations: dict[str, str],
     registry_client: RegistryPort,
     *,
     dry_run: bool = False,
 ) -> PublishResult:
-    """Assemble and tag the index, or raise (GateFailed before any write, RegistryError after).
+    """Assemble and tag the index of a passed verdict's digests (RegistryError on a failed
+    write). It takes the Permit, so the gates were weighed by `decide()` and nowhere else.
 
     With `dry_run` the index is assembled (reading the registry) but nothing is written: the
     result names the digest the index would have and the tags that would move.
@@ -203,9 +150,11 @@ def publish(
     Order matters: the index is written by digest (no tag sees it), re-read and checked to
     hold exactly the expected platforms, and only then are tags moved (rolled back on error).
     """
+    if not isinstance(permit, Permit):
+        raise GateFailed("nothing published: publish takes the Permit of a passed verdict")
     started = time.monotonic()
-    check_set(results, image)
-    check_gate(results, expected_platforms)
+    verdict = permit.verdict
+    image, results = verdict.image, verdict.platforms
     ref = ImageRef.parse(image)
     digests = {str(platforms.parse(r.platform)): str(r.digest) for r in results}
     body = build_index(registry_client, ref.repository, digests, annotations)
@@ -256,9 +205,8 @@ def publish_release(
     if bad or not release:
         raise UsageError(f"tags {bad or release!r}: not valid OCI tags (at least one, "
                          "[A-Za-z0-9_][A-Za-z0-9._-]{0,127})")
-    return publish(results, verdict.expected_platforms, verdict.image, release,
-                   index_annotations(results, created or verdict.created), client,
-                   dry_run=dry_run)
+    return publish(permit, release, index_annotations(results, created or verdict.created),
+                   client, dry_run=dry_run)
 
 
 def check_publishable(config: Config, only: Sequence[str] | None, do_publish: bool) -> None:

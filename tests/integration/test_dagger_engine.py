@@ -34,9 +34,9 @@ from ci.core import plan, redact
 from ci.core.errors import EngineUnreachable, GateFailed, PlanUnavailable, StepFailed, TestsFailed
 from ci.core.plan import Placement, RunnerInfo
 from ci.core.results import JobSpec, SourceInfo
-from ci.stages import publish
 from tests.fixtures.dagger_fake import DaggerFake, clean_environ
 from tests.fixtures.procs import wait_until
+from tests.verdicts import permit_for
 
 pytestmark = [pytest.mark.dagger_fake, pytest.mark.timeout(120)]
 
@@ -280,8 +280,7 @@ def test_arm64_goes_to_its_runner_host_and_amd64_to_the_default_engine(
     # each session pushed its own platform; publish receives BOTH digests
     pushed = {tok: digest_from_ref(ref) for tok, ref in dagger_fake.engine.published}
     assert {r.digest for r in results} == set(pushed.values()) and len(pushed) == 2
-    publish.check_set(results, IMAGE)
-    publish.check_gate(results, ["linux/amd64", "linux/arm64"])
+    assert permit_for(results, ["linux/amd64", "linux/arm64"], IMAGE).verdict.passed
     assert {r.platform: r.digest for r in results} == {
         "linux/amd64": pushed[sessions[""]["token"]],
         "linux/arm64": pushed[sessions[ARM_HOST]["token"]]}
@@ -299,7 +298,7 @@ def test_merge_refuses_when_the_arm64_runner_failed(
     results = anyio.run(lambda: run_jobs_dagger(specs, runners, env, options=NO_RETRY))
     assert [r.status for r in results] == ["passed", "failed"]
     with pytest.raises(GateFailed, match=r"nothing published.*linux/arm64"):
-        publish.check_gate(results, ["linux/amd64", "linux/arm64"])
+        permit_for(results, ["linux/amd64", "linux/arm64"], IMAGE)
 
 
 def test_platform_without_native_runner_is_emulated_on_the_default_engine(

@@ -26,6 +26,7 @@ from tests.fixtures.registry import (
     push_tiny_image,
     put_raw_manifest,
 )
+from tests.verdicts import permit_for
 
 pytestmark = pytest.mark.integration
 PLATFORMS = ["linux/amd64", "linux/arm64"]
@@ -52,7 +53,7 @@ def test_publish_writes_index_with_real_platforms_and_moves_tags(registry: Regis
     repo = repo_name()
     digests = pushed(registry, repo)
     client = RegistryClient(registry.host)
-    out = publish(results_for(registry.host, repo, digests), PLATFORMS, f"{registry.host}/{repo}",
+    out = publish(permit_for(results_for(registry.host, repo, digests), PLATFORMS, f"{registry.host}/{repo}"),
                   ["sha-c0ffee", "main"], {"dev.maci.run-id": "r1"}, client)
     assert registry.tags(repo) == ["main", "sha-c0ffee"]
     assert out.tags == ["sha-c0ffee", "main"] and out.platforms == PLATFORMS
@@ -113,8 +114,8 @@ def test_first_tag_write_failing_moves_no_tag(registry: Registry, fault_proxy: F
     digests = pushed(registry, repo)
     fault_proxy.fail("PUT", TAG_PUT)
     with pytest.raises(TagMoveError) as info:
-        publish(results_for(fault_proxy.host, repo, digests), PLATFORMS,
-                f"{fault_proxy.host}/{repo}", ["sha-c0ffee", "main"], {},
+        publish(permit_for(results_for(fault_proxy.host, repo, digests), PLATFORMS,
+                f"{fault_proxy.host}/{repo}"), ["sha-c0ffee", "main"], {},
                 RegistryClient(fault_proxy.host))
     assert info.value.message.startswith("no tag moved")
     assert "HTTP 503" in info.value.message and "injected fault" in info.value.message
@@ -127,12 +128,12 @@ def test_later_tag_failing_rolls_back_moved_tags(registry: Registry,
                                                  fault_proxy: FaultProxy) -> None:
     repo = repo_name()
     client = RegistryClient(fault_proxy.host)
-    first = publish(results_for(fault_proxy.host, repo, pushed(registry, repo)), PLATFORMS,
-                    f"{fault_proxy.host}/{repo}", ["main"], {"dev.maci.run-id": "old"}, client)
+    first = publish(permit_for(results_for(fault_proxy.host, repo, pushed(registry, repo)), PLATFORMS,
+                    f"{fault_proxy.host}/{repo}"), ["main"], {"dev.maci.run-id": "old"}, client)
     fault_proxy.fail("PUT", TAG_PUT, skip=2, times=3)  # main, sha-new move; v1 fails 3 times
     with pytest.raises(TagMoveError) as info:
-        publish(results_for(fault_proxy.host, repo, pushed(registry, repo)), PLATFORMS,
-                f"{fault_proxy.host}/{repo}", ["main", "sha-new", "v1"],
+        publish(permit_for(results_for(fault_proxy.host, repo, pushed(registry, repo)), PLATFORMS,
+                f"{fault_proxy.host}/{repo}"), ["main", "sha-new", "v1"],
                 {"dev.maci.run-id": "new"}, client)
     err = info.value
     assert err.message.startswith("no tag moved (rolled back")
@@ -145,12 +146,12 @@ def test_failed_rollback_is_reported_as_moved(registry: Registry,
                                               fault_proxy: FaultProxy) -> None:
     repo = repo_name()
     client = RegistryClient(fault_proxy.host)
-    publish(results_for(fault_proxy.host, repo, pushed(registry, repo)), PLATFORMS,
-            f"{fault_proxy.host}/{repo}", ["main"], {"dev.maci.run-id": "old"}, client)
+    publish(permit_for(results_for(fault_proxy.host, repo, pushed(registry, repo)), PLATFORMS,
+            f"{fault_proxy.host}/{repo}"), ["main"], {"dev.maci.run-id": "old"}, client)
     fault_proxy.fail("PUT", TAG_PUT, skip=1)  # "main" moves, then every tag write fails
     with pytest.raises(TagMoveError) as info:
-        publish(results_for(fault_proxy.host, repo, pushed(registry, repo)), PLATFORMS,
-                f"{fault_proxy.host}/{repo}", ["main", "v1"], {"dev.maci.run-id": "new"},
+        publish(permit_for(results_for(fault_proxy.host, repo, pushed(registry, repo)), PLATFORMS,
+                f"{fault_proxy.host}/{repo}"), ["main", "v1"], {"dev.maci.run-id": "new"},
                 client)
     assert info.value.message.startswith("tags LEFT MOVED to the new index: main")
     assert info.value.moved == ["main"] and info.value.not_moved == ["v1"]
@@ -161,8 +162,8 @@ def test_index_write_failing_leaves_nothing(registry: Registry, fault_proxy: Fau
     digests = pushed(registry, repo)
     fault_proxy.fail("PUT", DIGEST_PUT)
     with pytest.raises(RegistryError, match="HTTP 503"):
-        publish(results_for(fault_proxy.host, repo, digests), PLATFORMS,
-                f"{fault_proxy.host}/{repo}", ["main"], {}, RegistryClient(fault_proxy.host))
+        publish(permit_for(results_for(fault_proxy.host, repo, digests), PLATFORMS,
+                f"{fault_proxy.host}/{repo}"), ["main"], {}, RegistryClient(fault_proxy.host))
     assert registry.tags(repo) == [] and registry.indexes(repo) == []
     assert fault_proxy.requests("PUT", TAG_PUT) == []
 
@@ -171,8 +172,8 @@ def test_transient_errors_are_retried(registry: Registry, fault_proxy: FaultProx
     repo = repo_name()
     digests = pushed(registry, repo)
     fault_proxy.fail("PUT", TAG_PUT, times=1)
-    out = publish(results_for(fault_proxy.host, repo, digests), PLATFORMS,
-                  f"{fault_proxy.host}/{repo}", ["main"], {}, RegistryClient(fault_proxy.host))
+    out = publish(permit_for(results_for(fault_proxy.host, repo, digests), PLATFORMS,
+                  f"{fault_proxy.host}/{repo}"), ["main"], {}, RegistryClient(fault_proxy.host))
     assert out.tags == ["main"] and registry.tags(repo) == ["main"]
 
 
@@ -180,8 +181,8 @@ def test_gate_refusal_sends_no_request(registry: Registry, fault_proxy: FaultPro
     repo = repo_name()
     digests = pushed(registry, repo)
     [amd] = results_for(fault_proxy.host, repo, {"linux/amd64": digests["linux/amd64"]})
-    with pytest.raises(GateFailed, match="missing: linux/arm64"):
-        publish([amd], PLATFORMS, f"{fault_proxy.host}/{repo}", ["main"], {},
+    with pytest.raises(GateFailed, match="linux/arm64: no result"):
+        publish(permit_for([amd], PLATFORMS, f"{fault_proxy.host}/{repo}"), ["main"], {},
                 RegistryClient(fault_proxy.host))
     assert fault_proxy.log == []
 
@@ -238,8 +239,8 @@ def test_auth_with_password_from_env(registry: Registry, fault_proxy: FaultProxy
     digests = pushed(registry, repo)
     client = RegistryClient.for_image(f"{fault_proxy.host}/{repo}", publish_cfg,
                                       {"REG_PW": password})
-    out = publish(results_for(fault_proxy.host, repo, digests), PLATFORMS,
-                  f"{fault_proxy.host}/{repo}", ["main"], {}, client)
+    out = publish(permit_for(results_for(fault_proxy.host, repo, digests), PLATFORMS,
+                  f"{fault_proxy.host}/{repo}"), ["main"], {}, client)
     assert out.tags == ["main"] and registry.tags(repo) == ["main"]
     assert redact.redact(f"x {password} y") == "x *** y"
     bad = RegistryClient.for_image(f"{fault_proxy.host}/{repo}", publish_cfg,

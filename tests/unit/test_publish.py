@@ -9,7 +9,8 @@ import pytest
 from ci.adapters.registry import RegistryClient
 from ci.core.errors import GateFailed
 from ci.core.results import FailureDetail, PlatformResult, SourceInfo
-from ci.stages.publish import check_gate, check_set, index_annotations, publish
+from ci.stages.publish import index_annotations, publish
+from tests.verdicts import verdict_for
 
 DIGEST = "sha256:" + "a" * 64
 IMAGE = "127.0.0.1:9/team/app"
@@ -34,38 +35,37 @@ class Unreachable(RegistryClient):
 
 
 def refuse(results: list[PlatformResult], expected: list[str]) -> str:
-    with pytest.raises(GateFailed) as info:
-        publish(results, expected, IMAGE, ["latest"], {}, Unreachable("127.0.0.1:9"))
-    return info.value.message
+    """The verdict's reasons for a refused set; its permit() raises and nothing is written."""
+    verdict = verdict_for(results, expected, IMAGE)
+    with pytest.raises(GateFailed, match="release rejected, nothing published"):
+        publish(verdict.permit(), ["latest"], {}, Unreachable("127.0.0.1:9"))
+    return "; ".join(verdict.reasons)
 
 
 def test_failed_platform_is_named_and_nothing_written() -> None:
     failed = result("linux/arm64", "failed", None,
                     failure=FailureDetail(step="test", message="tests failed on linux/arm64"))
     msg = refuse([result("linux/amd64"), failed], ["linux/amd64", "linux/arm64"])
-    assert msg.startswith("nothing published")
-    assert "linux/arm64 (failed in test: tests failed on linux/arm64)" in msg
-    assert "linux/amd64" not in msg
+    assert msg == "linux/arm64: tests failed on linux/arm64"
 
 
 def test_missing_platform_is_named() -> None:
-    assert "missing: linux/arm64" in refuse([result("linux/amd64")],
-                                            ["linux/amd64", "linux/arm64"])
+    assert refuse([result("linux/amd64")], ["linux/amd64", "linux/arm64"]) == \
+        "linux/arm64: no result"
 
 
 def test_passed_without_digest_is_refused() -> None:
-    msg = refuse([result("linux/amd64", digest=None)], ["linux/amd64"])
-    assert "passed but pushed no digest" in msg
+    assert refuse([result("linux/amd64", digest=None)], ["linux/amd64"]) == \
+        "linux/amd64: no digest pushed"
 
 
 def test_error_result_is_refused() -> None:
-    assert "linux/amd64 (error)" in refuse([result("linux/amd64", "error", None)],
-                                           ["linux/amd64"])
+    assert refuse([result("linux/amd64", "error", None)], ["linux/amd64"]) == "linux/amd64: error"
 
 
 def test_unexpected_platform_is_refused() -> None:
     msg = refuse([result("linux/amd64"), result("linux/s390x")], ["linux/amd64"])
-    assert "not expected: linux/s390x" in msg
+    assert msg == "linux/s390x: unexpected platform result"
 
 
 @pytest.mark.parametrize(("change", "words"), [
@@ -78,22 +78,31 @@ def test_unexpected_platform_is_refused() -> None:
 def test_mismatched_sets_are_refused(change: dict[str, Any], words: str) -> None:
     second = result(**{"platform": "linux/arm64", **change})
     msg = refuse([result("linux/amd64"), second], ["linux/amd64", "linux/arm64"])
-    assert "mismatched" in msg and words in msg
+    assert "results do not belong to one release" in msg and words in msg
 
 
 def test_aliases_count_as_one_platform() -> None:
-    with pytest.raises(GateFailed, match="duplicated"):
-        check_set([result("linux/arm64"), result("linux/arm64/v8")])
+    msg = refuse([result("linux/arm64"), result("linux/arm64/v8")], ["linux/arm64"])
+    assert "duplicated platform(s): linux/arm64" in msg
 
 
 def test_empty_set_is_refused() -> None:
-    with pytest.raises(GateFailed, match="no platform results"):
-        check_set([])
+    assert refuse([], ["linux/amd64"]) == "linux/amd64: no result"
 
 
 def test_complete_set_passes_the_gate() -> None:
-    check_set([result("linux/amd64"), result("arm64")], IMAGE)
-    check_gate([result("linux/amd64"), result("aarch64")], ["linux/amd64", "linux/arm64"])
+    assert verdict_for([result("linux/amd64"), result("aarch64")],
+                       ["linux/amd64", "arm64"], IMAGE).permit().verdict.passed
+
+
+def test_publish_refuses_anything_but_a_permit() -> None:
+    """A bare verdict, even one claiming `passed`, is not a key: nothing is contacted."""
+    fake = verdict_for([result("linux/amd64")], ["linux/amd64"], IMAGE)
+    with pytest.raises(GateFailed, match="Permit"):
+        publish(fake, ["latest"], {}, Unreachable("127.0.0.1:9"))  # type: ignore[arg-type]
+    forged = fake.model_validate_json(fake.model_dump_json())
+    with pytest.raises(GateFailed, match="not made by decide"):
+        forged.permit()
 
 
 def test_index_annotations() -> None:
