@@ -19,7 +19,7 @@ from ci.core.results import PlatformResult
 from ci.core.verdict import Verdict, model_verdict_of
 from ci.pipelines.ports import RegistryFactory
 from ci.stages.prepare import now_rfc3339
-from ci.stages.publish import decide_results, publish_release
+from ci.stages.publish import check_publishable, decide_results, publish_release
 from ci.stages.real import registry_for
 
 
@@ -76,6 +76,7 @@ def run_merge(
     verdict raises GateFailed (its first reason) and touches nothing."""
     if not files:
         raise UsageError("give the result files of the platform jobs (ci job --output ...)")
+    check_publishable(config, expected, True)
     env = dict(os.environ if environ is None else environ)
     results = [load_result(Path(f)) for f in files]
     model = model_verdict_of(load_model_result(model_result)) if model_result else None

@@ -137,11 +137,12 @@ class Permit:
         if key is not _KEY or not verdict.passed:
             raise GateFailed("nothing published: a permit is made only by decide() for a "
                              "verdict that passed")
-        self._verdict = verdict
+        self._verdict = verdict.model_copy(deep=True)  # later edits to the lists change nothing
 
     @property
     def verdict(self) -> Verdict:
-        return self._verdict
+        """A copy of the verdict as decide() made it (what publish and promote read)."""
+        return self._verdict.model_copy(deep=True)
 
     def __repr__(self) -> str:
         return f"Permit(run_id={self._verdict.run_id!r})"

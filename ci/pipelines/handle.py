@@ -9,10 +9,9 @@ in-memory fakes. Nothing user-visible moves without the Permit of a passed verdi
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,17 +37,10 @@ from ci.core.verdict import (
     model_verdict_of,
 )
 from ci.pipelines.ports import Ports
+from ci.pipelines.stage import Note, reported
 from ci.stages.fanout import BeforeRelease
 from ci.stages.prepare import Prepared, prepare, rfc3339
 from ci.stages.record import ReleaseRecord
-
-
-@dataclass
-class _Note:
-    """What a stage says when it finishes (set inside the `with self._stage(...)` block)."""
-
-    detail: str = ""
-    ok: bool = True
 
 
 @dataclass
@@ -83,21 +75,9 @@ class Release:
     failure: str = ""
 
     # ------------------------------------------------------------------ helpers
-    @contextmanager
     def _stage(self, lane: str, stage: str, detail: str = "",
-               placement: str = "") -> Iterator[_Note]:
-        """Report start/finish of one stage; a CIError finishes it as failed and propagates."""
-        if self.progress:
-            self.progress.stage_started(lane, stage, detail, placement)
-        note = _Note()
-        try:
-            yield note
-        except CIError as exc:
-            if self.progress:
-                self.progress.stage_finished(lane, stage, False, redact(exc.message))
-            raise
-        if self.progress:
-            self.progress.stage_finished(lane, stage, note.ok, redact(note.detail))
+               placement: str = "") -> AbstractContextManager[Note]:
+        return reported(self.progress, lane, stage, detail, placement)
 
     def _need(self, what: str) -> Prepared:
         if self.prepared is None:
@@ -366,14 +346,12 @@ class Release:
         return self.verdict
 
     def write_verdict(self) -> Path:
+        """verdict.json in the run's folder and the state dir (secrets masked)."""
         if self.verdict is None:
             raise PipelineError(f"{self.pipeline}: write_verdict() needs decide() first")
-        text = redact(json.dumps(self.verdict.model_dump(mode="json"), indent=2)) + "\n"
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        path = self.run_dir / "verdict.json"
-        path.write_text(text)
-        (self.config.state_path / "verdict.json").write_text(text)
-        return path
+        from ci.stages.record import write_verdict
+
+        return write_verdict(self.config, self.run_dir, self.verdict)
 
     def permit(self) -> Permit:
         """The passed verdict's Permit; GateFailed (nothing moved) for any other verdict."""
@@ -394,12 +372,20 @@ class Release:
                                   dry_run=True, source_repo=self._source_repo(),
                                   environ=self.environ)
 
+    def check_publishable(self) -> None:
+        """A release holds every configured platform: `-p` may narrow a build or a verify
+        run, never a publish (UsageError, exit 2, before any work when called after plan)."""
+        from ci.stages.publish import check_publishable
+
+        check_publishable(self.config, [str(p) for p in self.only] if self.only else None, True)
+
     def publish(self, *, tags: Sequence[str] | None = None) -> ReleaseOutcome:
         """Assemble the index from the verdict's digests and move every release tag together
         (`tags` replaces the configured ones). Raises GateFailed unless the verdict passed."""
         from ci.stages.publish import publish_release
 
         permit = self.permit()
+        self.check_publishable()
         with self._stage("release", "publish") as note:
             client = self.ports.registry(self.config, self.environ)
             try:
@@ -429,11 +415,18 @@ class Release:
         return self.outcome_value
 
     def promote(self) -> ReleaseOutcome:
-        """Move the alias only after the deploy commit landed (never on a dry run)."""
-        version = self.model_version
-        if self.model is None or version is None or self.dry_run:
+        """Move the alias to the version the verdict weighed, only after that release was
+        published and (with [deploy]) its deploy commit landed; never on a dry run."""
+        if self.model is None or self.model_version is None or self.dry_run:
             return self.outcome_value
-        self.permit()
+        weighed = self.permit().verdict.model
+        version = weighed.candidate_version if weighed is not None else None
+        if version is None or version != self.model_version:
+            raise GateFailed(f"not promoting: model version {self.model_version} is not the "
+                             "one the verdict weighed")
+        published = self.outcome_value.published
+        if published is None or published.dry_run:
+            raise GateFailed("not promoting: nothing was published")
         deployed = self.outcome_value.deployed
         if self.config.deploy is not None and (deployed is None or not deployed.commit):
             raise GateFailed("not promoting: the deploy commit did not land")
@@ -467,11 +460,9 @@ class Release:
         published = self.outcome_value.published
         if published is None:
             raise PipelineError(f"{self.pipeline}: deploy() needs publish() first")
-        tag = next((t for t in published.tags if t.startswith("sha-")),
-                   published.tags[0] if published.tags else "")
-        keep = self.config.deploy.keep_tag if self.config.deploy else False
-        tag_part = f":{tag}" if keep and tag else ""
-        return f"{self.config.project.image}{tag_part}@{published.digest}"
+        from ci.stages.deploy import index_ref
+
+        return index_ref(self.config, published)
 
     def _source_repo(self) -> Path | None:
         return self.ports.git.source_repo(self.config.root_path)

@@ -13,6 +13,7 @@ from ci.pipelines.handle import Release
 
 def pipeline(run: Release) -> int:
     run.plan()
+    run.check_publishable()  # `-p` subsets are built by `ci build --no-publish`, never released
     run.platform_jobs()
     run.smoke()
     verdict = run.decide(require_model=False)

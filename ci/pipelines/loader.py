@@ -64,15 +64,14 @@ def load(name: str, root: Path) -> LoadedPipeline:
 
 def _import_file(name: str, path: Path, root: Path) -> ModuleType:
     """Import a project's pipeline file as `pipelines.<name>` with the project importable
-    (so it may import its own helpers), translating its errors into one line."""
+    (so it may import its own helpers, at import or at run time), translating its errors
+    into one line. A previous project's `pipelines.*` modules are forgotten first."""
+    _use_project(root)
     module_name = f"pipelines.{name}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise PipelineError(f"{path}: not a loadable Python file")
     module = importlib.util.module_from_spec(spec)
-    added = str(root) not in sys.path
-    if added:
-        sys.path.insert(0, str(root))
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
@@ -82,10 +81,27 @@ def _import_file(name: str, path: Path, root: Path) -> ModuleType:
     except Exception as exc:  # the user's module failed at import: say where, keep the type
         sys.modules.pop(module_name, None)
         raise PipelineError(f"{path}: import failed: {type(exc).__name__}: {exc}") from exc
-    finally:
-        if added:
-            sys.path.remove(str(root))
     return module
+
+
+_project_root: list[str] = []  # the project root this process put on sys.path, if any
+
+
+def _use_project(root: Path) -> None:
+    """Make `root` the place `pipelines.*` imports resolve from (and only it)."""
+    top = str(root.resolve())
+    for old in _project_root:
+        if old != top and old in sys.path:
+            sys.path.remove(old)
+    _project_root[:] = [top]
+    if top not in sys.path:
+        sys.path.insert(0, top)
+    for mod_name in [m for m in sys.modules if m == "pipelines" or m.startswith("pipelines.")]:
+        origin = getattr(sys.modules[mod_name], "__file__", None) or ""
+        paths = list(getattr(sys.modules[mod_name], "__path__", []) or [])
+        inside = [q for q in [origin, *paths] if q and Path(q).resolve().is_relative_to(top)]
+        if not inside:
+            del sys.modules[mod_name]
 
 
 def _function(module: ModuleType, origin: str) -> PipelineFn:

@@ -20,6 +20,7 @@ from ci.pipelines.handle import Release
 def pipeline(run: Release) -> int:
     """Run every stage in order; returns the exit code (0 released, 1 rejected/failed)."""
     run.plan()
+    run.check_publishable()  # `-p` subsets are built by `ci build --no-publish`, never released
     if run.check_up_to_date():  # same inputs as the last release, still in place
         return 0
     run.model_and_platform_jobs()  # train + gate beside the tests; release builds wait for it

@@ -31,7 +31,7 @@ from ci.core import redact
 from ci.core.config import Config, DeployConfig
 from ci.core.errors import DeployRefused, GitOpsError, StepFailed, UsageError
 from ci.core.manifests import Change, Target, split_ref, update_manifest
-from ci.core.outcome import DeployResult
+from ci.core.outcome import DeployResult, PublishResult
 from ci.core.results import SourceInfo
 
 GUARD_FILE = ".maci/deployed.json"
@@ -341,3 +341,12 @@ def init_remote(config: Config, seed: Path | None = None) -> bool:
         git("push", "-q", remote, f"HEAD:refs/heads/{dc.branch}")
     return True
 
+
+
+def index_ref(config: Config, published: PublishResult) -> str:
+    """What the manifests pin: `repo@sha256:…`, or `repo:sha-…@sha256:…` with keep_tag."""
+    tag = next((t for t in published.tags if t.startswith("sha-")),
+               published.tags[0] if published.tags else "")
+    keep = config.deploy.keep_tag if config.deploy else False
+    tag_part = f":{tag}" if keep and tag else ""
+    return f"{config.project.image}{tag_part}@{published.digest}"

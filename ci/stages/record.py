@@ -19,7 +19,9 @@ from ci.core.data import Frozen
 from ci.core.errors import CIError
 from ci.core.oci import ImageRef
 from ci.core.ports import RegistryPort
+from ci.core.redact import redact
 from ci.core.results import SourceInfo
+from ci.core.verdict import Verdict
 
 RECORD_FILE = "released.json"
 
@@ -132,3 +134,13 @@ def check(config: Config, source: SourceInfo, platforms: list[str], engine: str,
     if why or previous is None:
         return fp, None, f"release needed: {why}"
     return fp, previous, f"up to date: {previous.index_digest[:19]} from run {previous.run_id}"
+
+
+def write_verdict(config: Config, run_dir: Path, verdict: Verdict) -> Path:
+    """The verdict as JSON, secrets masked, in the run's folder and as the state dir's latest."""
+    text = redact(json.dumps(verdict.model_dump(mode="json"), indent=2)) + "\n"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "verdict.json"
+    path.write_text(text)
+    (config.state_path / "verdict.json").write_text(text)
+    return path

@@ -138,7 +138,7 @@ def test_merge_refuses_incomplete_or_mismatched_sets_then_publishes_the_full_one
     other.write_text(json.dumps(stale))
     res = ci(["merge", "--config", config, amd64, str(other)], matrix.env, matrix.project)
     assert res.returncode == 1, res.stdout + res.stderr
-    assert "mismatched" in res.stderr and "source commits" in res.stderr
+    assert "results do not belong to one release" in res.stderr and "source commits" in res.stderr
     assert registry.tags(matrix.repo) == [] and registry.indexes(matrix.repo) == []
 
     # 3. Every leg passed: one index with exactly both platforms, the tags all point at it.
