@@ -10,6 +10,7 @@ from ci.core import platforms
 from ci.core.config import Config
 from ci.core.errors import UsageError
 from ci.core.results import PlatformResult
+from ci.pipelines.ports import Ports
 from ci.stages.fanout import execute
 from ci.stages.prepare import prepare
 
@@ -27,6 +28,7 @@ def run_job(
     environ: Mapping[str, str] | None = None,
     run_id: str | None = None,
     model_version: str | None = None,
+    ports: Ports | None = None,
 ) -> tuple[PlatformResult, Path]:
     """Plan just this platform, run its job (push by digest, no tag) and write the result."""
     env = dict(os.environ if environ is None else environ)
@@ -37,13 +39,15 @@ def run_job(
     if config.model is not None and not model_version:
         raise UsageError("--model-version is required: the config has a [model] and the image "
                          "embeds the registered version (run `ci train --json` first)")
-    prepared = prepare(config, only=[wanted], engine=engine, environ=env, run_id=run_id)
+    ports = ports or Ports()
+    plan = ports.plan(config, only=[wanted], engine=engine, environ=env)
+    prepared = prepare(config, only=[wanted], engine=engine, environ=env, run_id=run_id,
+                       plan=plan)
     if model_version:
-        from ci.stages.model import materialize_model
-
-        model = materialize_model(config, model_version, environ=env)
+        model = ports.tracking.materialize(config, model_version, environ=env)
         prepared = prepared.with_model(model.build_args())
-    [result] = execute(prepared, config, engine=engine, push=True, environ=env)
+    factory = ports.engines(None) if ports.engines else None
+    [result] = execute(prepared, config, engine=engine, push=True, environ=env, factory=factory)
     path = output or default_output(str(wanted))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(result.model_dump_json(indent=2) + "\n")

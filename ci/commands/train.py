@@ -6,30 +6,24 @@ The alias is never moved here: promotion belongs to the release, after the deplo
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from ci.adapters import ci_env
 from ci.core.config import Config
 from ci.core.model import ModelStageResult
-from ci.core.results import SourceInfo
-from ci.stages.model import train_and_gate
+from ci.core.ports import TrackingPort
+from ci.stages.prepare import new_run_id
+from ci.stages.real import MlflowTracking
 
 
-def new_run_id(source: SourceInfo) -> str:
-    """The CI system's run id (or MACI_RUN_ID), else a fresh local one, as `ci build` does."""
-    if source.run_id:
-        return source.run_id
-    return f"local-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
-
-
-def run_train(config: Config, environ: Mapping[str, str] | None = None) -> ModelStageResult:
+def run_train(config: Config, environ: Mapping[str, str] | None = None,
+              tracking: TrackingPort | None = None) -> ModelStageResult:
     """The model stage alone, with lineage from the CI system or the local git checkout."""
     env = dict(os.environ if environ is None else environ)
     source = ci_env.detect(env, config.root_path)
-    return train_and_gate(config, source, new_run_id(source), environ=env)
+    port = tracking or MlflowTracking()
+    return port.train_and_gate(config, source, new_run_id(source), environ=env)
 
 
 def _fmt(value: float | None) -> str:
