@@ -389,8 +389,12 @@ def run_main(pipeline: Any, argv: list[str] | None = None) -> int:
     pipeline (so `dagger run python -m pipelines.NAME` works too)."""
     from ci.pipelines.loader import LoadedPipeline
 
-    name = str(getattr(pipeline, "__module__", "") or "pipeline").rsplit(".", 1)[-1]
-    token = _OVERRIDE.set(LoadedPipeline(name, pipeline, name))
+    module = sys.modules.get(str(getattr(pipeline, "__module__", "")))
+    spec = getattr(module, "__spec__", None)  # under `python -m pipelines.X`: pipelines.X
+    qualified = getattr(spec, "name", None) or getattr(pipeline, "__module__", "") or "pipeline"
+    name = str(qualified).rsplit(".", 1)[-1]
+    origin = str(getattr(module, "__file__", "") or qualified)
+    token = _OVERRIDE.set(LoadedPipeline(name, pipeline, origin))
     try:
         return main(["run", "release", *(sys.argv[1:] if argv is None else argv)])
     finally:

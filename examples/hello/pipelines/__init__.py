@@ -1,0 +1,1 @@
+"""hello's own release pipelines: `ci run NAME` runs `pipelines/NAME.py` (see README.md)."""
