@@ -11,7 +11,7 @@ source scripts/venv.sh
 bash scripts/install-actionlint.sh
 
 echo "== lint"
-.venv/bin/ruff check ci tests pipelines examples
+.venv/bin/ruff check ci tests examples bench
 .venv/bin/mypy ci
 
 echo "== tests"
