@@ -17,6 +17,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ import pytest
 from ci.adapters.registry import RegistryClient
 from ci.core import config as cfg
 from ci.stages.publish import verify_index
+from tests.fixtures.procs import free_port, port_open, wait_until
 from tests.fixtures.registry import FaultProxy, Registry
 from tests.fixtures.sampleapp import head_sha, remove_local_images
 
@@ -327,3 +329,47 @@ def test_a_pipeline_name_that_is_a_path_is_refused(hello: Hello, name: str) -> N
     [line] = proc.stderr.strip().splitlines()
     assert f"pipeline name {name!r}" in line
     assert not hello.state.exists()
+
+
+# ------------------------------------------------------------------ the README's other commands
+
+
+def test_nightly_dry_run_prints_the_digest_and_publishes_nothing(
+        hello: Hello, docker_stack: None) -> None:
+    proc = hello.ci("run", "nightly", "--dry-run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "DRY RUN: nothing was published" in proc.stdout
+    assert "sha256:" in proc.stdout.split("DRY RUN", 1)[1]
+    assert hello.tags() == [] and hello.registry.indexes(hello.repo) == []
+
+
+def test_the_service_on_its_own_tests_and_serves_on_the_host(hello: Hello) -> None:
+    """`python3 -m pytest` and `python3 -m app` from the example's README, on the host."""
+    tests = hello.run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                      platforms=None, timeout=120)
+    assert tests.returncode == 0, tests.stdout[-2000:]
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "app"], cwd=hello.path, text=True,
+                              env={**hello.env(None), "PORT": str(port)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: port_open(port), 20, "hello app")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
+            assert resp.status == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_the_readme_buildx_line_builds_the_arm64_runtime(hello: Hello, docker_stack: None) -> None:
+    tag = f"hello-readme:{secrets.token_hex(3)}"
+    proc = hello.run("docker", "buildx", "build", "--platform", "linux/arm64", "--build-arg",
+                     "BASE=maci/python:bookworm-arm64", "--target", "runtime", "-t", tag,
+                     "--load", ".", platforms=None, timeout=900)
+    try:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        arch = subprocess.run(["docker", "image", "inspect", "-f", "{{.Architecture}}", tag],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        assert arch == "arm64"
+    finally:
+        subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True, check=False)
