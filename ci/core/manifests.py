@@ -428,8 +428,7 @@ def _redump(chunk: str, ops: list[tuple[int, _Op]]) -> str:
             m[op.key] = _styled(op.value or "", None)
         elif op.kind == "delete":
             del m[op.key]
-        else:
-            assert op.new_key is not None
+        elif op.new_key is not None:  # rename
             pos = list(m).index(op.key)
             m.insert(pos, op.new_key, _styled(op.value or "", m.get(op.key)))
             if op.key in m.ca.items:

@@ -109,9 +109,10 @@ def _roll_back(
             rolled.append(tag)
         except RegistryError:
             stuck.append(tag)
-    for tag in [t for t in moved if before.get(t) is not None]:
-        old = before[tag]
-        assert old is not None
+    for tag in moved:
+        old = before.get(tag)
+        if old is None:
+            continue  # a new tag: removed above
         try:
             client.put_manifest(repo, tag, old.body, old.media_type)
             rolled.append(tag)

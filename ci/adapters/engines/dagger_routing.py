@@ -189,7 +189,6 @@ async def run_jobs_dagger(
                 for (i, _), result in zip(group.jobs, outcome.results, strict=True):
                     results[i] = result
                 continue
-            assert isinstance(outcome, EngineUnreachable)
             for i, spec in group.jobs:
                 tried[i].add(group.runner)
                 moved = replace(spec, outcome, tried[i]) if replace else None
