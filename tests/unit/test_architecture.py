@@ -173,3 +173,10 @@ def test_the_checks_catch_what_they_claim(case: str) -> None:
         graph = {"ci.reports.a": {"ci.stages.b"}, "ci.stages.b": set()}
         assert _violations(graph) == [
             "ci.reports.a (reports) imports ci.stages.b: reports read core data only"]
+
+
+def test_no_assert_in_the_library() -> None:
+    """`python -O` strips asserts: no promise (stage order, gates) may rest on one."""
+    found = [f"{_module(p)}:{n.lineno}" for p in sorted(ROOT.rglob("*.py"))
+             for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.Assert)]
+    assert found == []
