@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from ci.core import platforms
 from ci.core.errors import CIError, EngineUnreachable, StepFailed
 from ci.core.plan import Placement, RunnerInfo
+from ci.core.redact import redact
 from ci.core.results import FailureDetail, JobSpec, PlatformResult
 
 # (spec whose runner failed, the error, runners already tried) → a re-placed spec or None
@@ -21,6 +22,7 @@ def error_result(spec: JobSpec, exc: CIError, engine: str) -> PlatformResult:
         step=step,
         message=exc.message,
         exit_code=exc.returncode if isinstance(exc, StepFailed) else None,
+        command=[redact(str(c)) for c in exc.cmd] if isinstance(exc, StepFailed) else [],
         stdout_tail=exc.stdout[-2000:] if isinstance(exc, StepFailed) else "",
         stderr_tail=exc.stderr[-2000:] if isinstance(exc, StepFailed) else "",
     )

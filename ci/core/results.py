@@ -77,9 +77,21 @@ class FailureDetail(Frozen):
 
     step: str
     message: str
+    command: list[str] = Field(default_factory=list)  # what ran (redacted), when a command did
     exit_code: int | None = None
     stdout_tail: str = ""
     stderr_tail: str = ""
+
+    def console_lines(self, tail: int = 5) -> list[str]:
+        """What a user reads first on the console: the command, its exit code, stderr's end."""
+        lines = []
+        if self.command or self.exit_code is not None:
+            shown = " ".join(self.command) if self.command else self.step
+            code = f" exited {self.exit_code}" if self.exit_code is not None else ""
+            lines.append(f"$ {shown}{code}")
+        text = self.stderr_tail.strip() or self.stdout_tail.strip()
+        lines += [f"  {line}" for line in text.splitlines()[-tail:]]
+        return lines
 
 
 class PlatformResult(Frozen):

@@ -244,8 +244,7 @@ class Release:
         detail = f"{result.status}, {result.seconds:.0f} s"
         if result.failure:
             detail += f": {result.failure.message}"
-            if result.failure.exit_code is not None:
-                detail += f" (exit {result.failure.exit_code})"
+            detail += "".join(f"\n    {line}" for line in result.failure.console_lines())
         if result.placement_reason and "fell back" in result.placement_reason:
             detail += f" [{result.placement_reason}]"
         if self.progress:

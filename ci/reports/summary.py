@@ -193,6 +193,11 @@ def summary_renderable(verdict: Verdict, outcome: ReleaseOutcome | None = None) 
         table.add_row(_e(p), f"[{_STYLE[r.placement]}]{r.placement}[/]", status, f"{r.seconds:.1f}",
                       tests, smoke_cell)
     lines.append(table)
+    for p in verdict.expected_platforms:
+        r = results.get(p)
+        if r is not None and r.failure is not None and r.failure.step != "model":
+            lines.append(f"[red]{_e(p)} failed in {_e(r.failure.step)}[/]: {_e(r.failure.message)}")
+            lines += [_e(line) for line in r.failure.console_lines()]
     m = verdict.model
     if m is not None:
         metrics = ", ".join(

@@ -228,6 +228,10 @@ def test_tests_failing_only_on_arm64_publish_nothing(released: Project) -> None:
     results = {p["platform"]: p["status"] for p in data["verdict"]["platforms"]}
     assert results == {"linux/amd64": "passed", "linux/arm64": "failed"}
     assert data["verdict"]["reasons"][0].startswith("linux/arm64")
+    # the console names the failing command and its exit code, like `docker run` would
+    assert "$ sh -c" in proc.stderr and "exited 1" in proc.stderr, proc.stderr[-2000:]
+    failure = next(p["failure"] for p in data["verdict"]["platforms"] if p["failure"])
+    assert failure["command"][:2] == ["sh", "-c"] and failure["exit_code"] == 1
 
 
 def test_registry_failing_the_tag_write_moves_no_tag(released: Project) -> None:

@@ -97,6 +97,7 @@ class _Failed(Exception):
 
 def _detail(exc: StepFailed) -> FailureDetail:
     return FailureDetail(step=exc.step, message=exc.message, exit_code=exc.returncode,
+                         command=[redact(str(c)) for c in exc.cmd],
                          stdout_tail=_tail(exc.stdout), stderr_tail=_tail(exc.stderr))
 
 

@@ -23,7 +23,7 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -34,6 +34,7 @@ from ci.adapters import proc
 from ci.adapters.registry import ImageRef, RegistryClient
 from ci.core import junit, platforms
 from ci.core.errors import CIError, EngineError, EngineUnreachable, RegistryError, StepFailed
+from ci.core.redact import redact
 from ci.core.results import FailureDetail, JobSpec, PlatformResult, TestSummary
 from ci.core.tags import sanitize
 
@@ -71,12 +72,18 @@ class _Failed(Exception):
         self.tests = tests
 
 
+def _shown(cmd: Sequence[str]) -> list[str]:
+    """A command as the console and the verdict show it (secrets masked)."""
+    return [redact(str(part)) for part in cmd]
+
+
 def _detail(exc: CIError, durations: Mapping[str, float]) -> FailureDetail:
     """A FailureDetail for an engine/registry error; the step is the one that was running."""
     step = list(durations)[-1] if durations else "engine"
     if isinstance(exc, StepFailed):
         return FailureDetail(step=exc.step or step, message=exc.message, exit_code=exc.returncode,
-                             stdout_tail=_tail(exc.stdout), stderr_tail=_tail(exc.stderr))
+                             command=_shown(exc.cmd), stdout_tail=_tail(exc.stdout),
+                             stderr_tail=_tail(exc.stderr))
     return FailureDetail(step=step, message=exc.message)
 
 
@@ -168,7 +175,7 @@ class DockerEngine:
             log_path.write_text(exc.stdout + exc.stderr)
             raise _Failed(FailureDetail(
                 step=step, message=f"{step} failed for {spec.platform}: {_tail(exc.stderr, 1)}",
-                exit_code=exc.returncode, stdout_tail=_tail(exc.stdout),
+                command=_shown(exc.cmd), exit_code=exc.returncode, stdout_tail=_tail(exc.stdout),
                 stderr_tail=_tail(exc.stderr),
             )) from None
         log_path.write_text(res.stdout + res.stderr)
@@ -218,7 +225,8 @@ class DockerEngine:
             counts = f"{summary.failed} failed, {summary.errors} errors of {summary.total}"
             raise _Failed(FailureDetail(
                 step="test", message=f"tests failed on {spec.platform} ({counts})",
-                exit_code=res.returncode, stdout_tail=_tail(res.stdout),
+                command=_shown(spec.test_command), exit_code=res.returncode,
+                stdout_tail=_tail(res.stdout),
                 stderr_tail=_tail(res.stderr),
             ), summary)
         return summary
