@@ -69,6 +69,7 @@ class Release:
     results: list[PlatformResult] = field(default_factory=list)
     skipped_reason: str = ""
     smoke_results: list[SmokeResult] = field(default_factory=list)
+    smoke_unsupported: str = ""  # why a configured smoke gate cannot run on this engine
     gates: list[GateCheck] = field(default_factory=list)
     verdict: Verdict | None = None
     outcome_value: ReleaseOutcome = field(default_factory=ReleaseOutcome)
@@ -291,9 +292,15 @@ class Release:
     def smoke(self) -> list[SmokeResult]:
         """Run each passed platform's image by digest and load-test it (one at a time, so
         latencies are not skewed by each other on small runners)."""
-        if self.config.smoke is None or self.engine != "docker":
+        if self.config.smoke is None:
             return []
         prepared = self._need("smoke()")
+        if self.engine != "docker" and self.ports.engines is None:
+            # never a silent skip: a configured gate that cannot run rejects the release
+            self.smoke_unsupported = (
+                f"[smoke] is configured but the {self.engine} engine cannot run the serving "
+                "image yet; run with --engine docker or remove [smoke]")
+            return []
         hosts = {s.platform: s.placement.host for s in prepared.specs}
         for r in self.results:
             if not r.ok or r.reference is None:
@@ -336,13 +343,18 @@ class Release:
             source=prepared.source, expected_platforms=prepared.expected,
             platforms=self.results, model=self.model_verdict(),
             model_required=model_required, smoke=self.smoke_results,
-            smoke_required=smoke_required and self.engine == "docker",
+            smoke_required=smoke_required and not self.smoke_unsupported,
             emulation_budget_seconds=self.config.emulation.budget_seconds,
-            stage_error=self.model_error, gates=self.gates,
+            stage_error=self.model_error, gates=[*self.gates, *self._engine_gates()],
             extra_reasons=[self.skipped_reason] if self.skipped_reason else [],
         )
         self.write_verdict()
         return self.verdict
+
+    def _engine_gates(self) -> list[GateCheck]:
+        if not self.smoke_unsupported:
+            return []
+        return [GateCheck(name="smoke", passed=False, reason=self.smoke_unsupported)]
 
     def write_verdict(self) -> Path:
         """verdict.json in the run's folder and the state dir (secrets masked)."""
