@@ -3,7 +3,7 @@
 Every engine and the publish step talk to registries only through `RegistryClient`: it
 retries transient failures, answers Basic/Bearer challenges with `publish.auth`
 credentials, and turns HTTP errors into `RegistryError` with the status and the registry's
-own message. The release algorithm on top of it (index, verify, tags) is `ci.publish`.
+own message. The release algorithm on top of it (index, verify, tags) is `ci.stages.publish`.
 """
 
 from __future__ import annotations

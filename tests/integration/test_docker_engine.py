@@ -1,4 +1,4 @@
-"""ci.engines.docker on the real stack: local dockerd + BuildKit + qemu + a real registry.
+"""ci.adapters.engines.docker on the real stack: local dockerd + BuildKit + qemu + a real registry.
 
 One module-scoped run builds the sample app for linux/amd64 (native) and linux/arm64 (qemu)
 concurrently; later tests reuse its BuildKit cache, so each adds only seconds.

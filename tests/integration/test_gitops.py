@@ -1,4 +1,4 @@
-"""ci.gitops against REAL git: a bare repo as the deploy remote, real hooks, real concurrent pushes."""
+"""ci.stages.deploy against REAL git: a bare repo as the deploy remote, real hooks, real concurrent pushes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ci.registry + ci.publish against a real registry (distribution 2.8), with injected faults.
+"""ci.adapters.registry + ci.stages.publish against a real registry (distribution 2.8), with faults.
 
 Images are uploaded straight through the registry API (tiny, one layer) so these tests take
 seconds; the Docker-built images are covered by test_docker_engine and the e2e suite.

@@ -1,4 +1,4 @@
-"""ci.ci_env: SourceInfo from GitHub/GitLab variables or a real local git checkout."""
+"""ci.adapters.ci_env: SourceInfo from GitHub/GitLab variables or a real local git checkout."""
 
 from __future__ import annotations
 

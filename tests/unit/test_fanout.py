@@ -1,4 +1,4 @@
-"""ci.fanout: concurrency bounded per runner, engine errors as results, qemu fallback.
+"""ci.stages.fanout: concurrency bounded per runner, engine errors as results, qemu fallback.
 
 The fake is at the one seam fan-out has: the Engine protocol.
 """

@@ -1,4 +1,4 @@
-"""ci.jobs: config + placed plan job → JobSpec (pure)."""
+"""ci.core.jobs: config + placed plan job → JobSpec (pure)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ci.junit: JUnit XML → TestSummary; tolerant, and a broken report after a failure is a failure."""
+"""ci.core.junit: JUnit XML → TestSummary; tolerant, and a broken report after a failure is a failure."""
 
 from __future__ import annotations
 

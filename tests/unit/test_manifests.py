@@ -1,4 +1,4 @@
-"""ci.manifests: image/digest/model-version edits on manifest text, byte-preserving where possible."""
+"""ci.core.manifests: image/digest/model-version edits on manifest text, byte-preserving where possible."""
 
 from __future__ import annotations
 

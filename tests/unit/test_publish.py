@@ -1,4 +1,4 @@
-"""ci.publish: the refusal logic (pure; the registry is never reached when it refuses)."""
+"""ci.stages.publish: only a Permit publishes; every refusal is the verdict's (the registry is never reached)."""
 
 from __future__ import annotations
 

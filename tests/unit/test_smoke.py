@@ -1,4 +1,4 @@
-"""ci.smoke's pure parts: where the published port is reached, percentiles, and the judgement."""
+"""ci.stages.smoke's pure parts: where the published port is reached, percentiles, and the judgement."""
 
 from __future__ import annotations
 

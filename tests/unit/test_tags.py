@@ -1,4 +1,4 @@
-"""ci.tags: release tags from templates + source (pure)."""
+"""ci.core.tags: release tags from templates + source (pure)."""
 
 from __future__ import annotations
 

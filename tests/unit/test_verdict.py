@@ -1,4 +1,4 @@
-"""ci.verdict.decide: every gate failure gives its own reason; only all-passed passes."""
+"""ci.core.verdict.decide: every gate failure gives its own reason; only all-passed passes."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ hosts are `ci.engines.dagger_routing` (one child process each).
 Push by digest: `Container.publish` needs an address with a tag and would use `latest`
 without one, moving a tag users pull. We publish under a run-unique `maci-tmp-<run>-<platform>`
 tag, keep the digest it returns, and delete the temporary tag through the registry API when
-a registry client is given; the release index is assembled from digests by `ci.publish`.
+a registry client is given; the release index is assembled from digests by `ci.stages.publish`.
 """
 
 from __future__ import annotations
