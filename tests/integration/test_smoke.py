@@ -1,4 +1,4 @@
-"""ci.stages.smoke on the real local dockerd: a tiny stdlib serving app, pushed to the real registry by digest.
+"""ci.stages.smoke on the real local dockerd: a tiny stdlib serving app, pushed by digest.
 
 The local copies are removed after the push, so every smoke run pulls by digest first, as a
 runner that never built the image would.

@@ -1,4 +1,4 @@
-"""ci.stages.publish: only a Permit publishes; every refusal is the verdict's (the registry is never reached)."""
+"""ci.stages.publish: only a Permit publishes; every refusal is the verdict's (no registry call)."""
 
 from __future__ import annotations
 
