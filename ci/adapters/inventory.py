@@ -1,8 +1,11 @@
 """Runner discovery: ask each configured runner what it is (adapter; touches daemons).
 
 Docker runners answer `docker info` (native platform, version) and `docker buildx inspect`
-(platforms BuildKit can run, emulators included). Dagger runners are probed without
-starting a session: a session in the environment or a CLI that can provision one.
+(platforms BuildKit can run, emulators included). A Dagger runner with a way in (a session
+in the environment or a CLI that can provision one) is asked its `defaultPlatform` in a short
+session of its own (a child process, as at run time); the declared platform, or this host's
+for the default engine, stands in only when that engine does not answer at plan time.
+Nothing Dagger is imported and no process is started when no Dagger runner is configured.
 """
 
 from __future__ import annotations
@@ -11,13 +14,16 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from ci.adapters import binfmt, proc
 from ci.core import platforms
-from ci.core.errors import PlatformError, StepFailed, ToolMissing
-from ci.core.plan import RunnerInfo
+from ci.core.errors import CIError, PlatformError, StepFailed, ToolMissing
+from ci.core.plan import RunnerInfo, choose_native
+
+# (runner host, environ) → (the engine's defaultPlatform, its version); raises CIError
+Prober = Callable[[str, Mapping[str, str]], tuple[str, str]]
 
 DOCKER_TIMEOUT = 8.0
 # what a Dagger engine can run: its image ships qemu emulators for these
@@ -85,7 +91,7 @@ def discover_docker(runner: RunnerInfo, environ: Mapping[str, str]) -> RunnerInf
         except (ToolMissing, StepFailed):
             pass
     return runner.model_copy(update={
-        "reachable": True, "native": native, "emulates": emulates,
+        "reachable": True, "native": native, "emulates": emulates, "platform_source": "engine",
         "version": str(info.get("ServerVersion", "")),
     })
 
@@ -100,26 +106,53 @@ def dagger_cli(environ: Mapping[str, str]) -> str | None:
     )
 
 
-def discover_dagger(runner: RunnerInfo, environ: Mapping[str, str]) -> RunnerInfo:
+def probe_dagger(host: str, environ: Mapping[str, str]) -> tuple[str, str]:
+    """Ask the engine at `host` ("" = the default engine) its defaultPlatform and version."""
+    from ci.adapters.engines.dagger_routing import probe_engine
+
+    response = probe_engine(host, environ)
+    return response.platform or "", response.version
+
+
+def discover_dagger(runner: RunnerInfo, environ: Mapping[str, str],
+                    probe: Prober | None = None) -> RunnerInfo:
+    """The engine's own word on its platform when it answers; else the declared platform
+    (or this host's, for the default engine), flagged as such in `platform_source`/`note`."""
     declared = runner.declared
     if runner.host:
         ok, err = dagger_cli(environ) is not None, "no dagger CLI to connect to this host"
     else:
         ok = dagger_session_env(environ) or dagger_cli(environ) is not None
         err = "no Dagger session (DAGGER_SESSION_PORT) and no dagger CLI on PATH"
-    native = declared or str(platforms.host())
+    host_platform = None if runner.host else str(platforms.host())
+    if not ok:  # no way in: nothing to ask
+        guess = choose_native(declared, None, error=err, host_platform=host_platform)
+        return runner.model_copy(update={"reachable": False, "error": err, "native": guess.native,
+                                         "platform_source": guess.source})
+    answered, version, why = "", "", ""
+    try:
+        answered, version = (probe or probe_dagger)(runner.host, environ)
+        why = "" if answered else "no defaultPlatform in its answer"
+    except CIError as exc:
+        why = (exc.message.strip().splitlines() or ["no answer"])[-1][:300]
+    choice = choose_native(declared, answered or None, error=why, host_platform=host_platform)
+    if choice.native is None:  # a runner host that did not answer, and nothing declared
+        return runner.model_copy(update={"reachable": False, "error": choice.note})
     return runner.model_copy(update={
-        "reachable": ok, "native": native, "error": "" if ok else err,
-        "emulates": [p for p in DAGGER_EMULATES if p != native] if ok else [],
+        "reachable": True, "native": choice.native, "platform_source": choice.source,
+        "note": choice.note, "version": version, "error": "",
+        "emulates": [p for p in DAGGER_EMULATES if p != choice.native],
     })
 
 
-def discover(runners: list[RunnerInfo], environ: Mapping[str, str] | None = None) -> list[RunnerInfo]:
+def discover(runners: list[RunnerInfo], environ: Mapping[str, str] | None = None, *,
+             probe: Prober | None = None) -> list[RunnerInfo]:
     """Probe all runners concurrently; order is kept."""
     env = dict(os.environ if environ is None else environ)
 
     def one(r: RunnerInfo) -> RunnerInfo:
-        return discover_docker(r, env) if r.engine == "docker" else discover_dagger(r, env)
+        return (discover_docker(r, env) if r.engine == "docker"
+                else discover_dagger(r, env, probe))
 
     if len(runners) == 1:
         return [one(runners[0])]

@@ -13,11 +13,58 @@ from pydantic import Field
 from ci.core import platforms
 from ci.core.config import Config
 from ci.core.data import Frozen
+from ci.core.errors import PlatformError
 from ci.core.platforms import Platform
 
 PlacementKind = Literal["native", "emulated", "unavailable"]
+# where a runner's native platform came from: the engine's own answer (`docker info`,
+# Dagger's `defaultPlatform`), the `[[runners]] platform` declared in the config, or this host
+PlatformSource = Literal["engine", "declared", "host"]
 DEFAULT_RUNNER = "local"
 
+
+class NativeChoice(Frozen):
+    """A runner's native platform, where it came from, and what the plan should say about it."""
+
+    native: str | None
+    source: PlatformSource | None
+    note: str = ""
+
+
+def choose_native(
+    declared: str | None,
+    answered: str | None,
+    *,
+    error: str = "",
+    host_platform: str | None = None,
+) -> NativeChoice:
+    """The engine's answer wins; the declared platform, then this host's, only stand in for it.
+
+    `answered` is the engine's own platform (None: not reached at plan time, `error` says why);
+    `host_platform` is this machine's platform when the engine runs here (the default engine),
+    None for a runner host, where this machine's platform says nothing.
+    """
+    why = f" ({error})" if error else ""
+    if answered:
+        try:
+            said = str(platforms.parse(answered))
+        except PlatformError as exc:
+            answered, why = None, f" (it answered {answered!r}: {exc})"
+        else:
+            if declared and str(platforms.parse(declared)) != said:
+                return NativeChoice(native=said, source="engine", note=(
+                    f"declared platform {declared} but the engine reports {said}: "
+                    "using the engine's"))
+            return NativeChoice(native=said, source="engine")
+    if declared:
+        return NativeChoice(native=str(platforms.parse(declared)), source="declared", note=(
+            f"engine not reached at plan time{why}: using the declared platform {declared}"))
+    if host_platform:
+        return NativeChoice(native=host_platform, source="host", note=(
+            f"engine not reached at plan time{why}: assuming this host's platform "
+            f"{host_platform}"))
+    return NativeChoice(native=None, source=None, note=(
+        f"engine not reached at plan time{why} and no platform declared"))
 
 
 class RunnerInfo(Frozen):
@@ -31,6 +78,8 @@ class RunnerInfo(Frozen):
     native: str | None = None
     emulates: list[str] = Field(default_factory=list)
     declared: str | None = None
+    platform_source: PlatformSource | None = None
+    note: str = ""
     version: str = ""
     error: str = ""
 
@@ -40,6 +89,18 @@ class RunnerInfo(Frozen):
 
     def can_emulate(self, platform: Platform) -> bool:
         return any(platform.runs_on(platforms.parse(p)) for p in self.emulates)
+
+    @property
+    def native_from(self) -> str:
+        """Where `native` came from, for a placement's reason ("" when the engine said so
+        and nothing contradicts it)."""
+        if self.platform_source == "declared":
+            return "declared; engine not reached at plan time"
+        if self.platform_source == "host":
+            return "this host's platform; engine not reached at plan time"
+        if self.platform_source == "engine" and self.note:
+            return f"the engine's answer; declared {self.declared}"
+        return ""
 
 
 class Placement(Frozen):
@@ -131,9 +192,10 @@ def _place(
     if native:
         chosen = pick(native)
         load[chosen.name] += 1
+        source = f" ({chosen.native_from})" if chosen.native_from else ""
         return Placement(
             kind="native", runner=chosen.name, engine=chosen.engine, host=chosen.host,
-            reason=f"runner {chosen.name!r} is {chosen.native}",
+            reason=f"runner {chosen.name!r} is {chosen.native}{source}",
         )
     if fallback == "qemu":
         emulators = [r for r in reachable if r.can_emulate(platform)]

@@ -5,15 +5,31 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from ci.core.plan import Plan
+from ci.core.plan import Plan, RunnerInfo
 
 _STYLE = {"native": "green", "emulated": "yellow", "unavailable": "red"}
 
 
+_FROM = {"engine": "the engine", "declared": "declared", "host": "this host"}
+
+
+def _runner_line(runner: RunnerInfo) -> str:
+    """One runner under the table: its native platform, where that came from, any note."""
+    if not runner.reachable:
+        return f"runner {escape(runner.name)}: unreachable: {escape(runner.error or 'no answer')}"
+    source = f" (from {_FROM[runner.platform_source]})" if runner.platform_source else ""
+    line = f"runner {escape(runner.name)}: native {runner.native or '-'}{source}"
+    return f"{line}; [yellow]{escape(runner.note)}[/]" if runner.note else line
+
+
 def plan_table(plan: Plan) -> Table:
-    table = Table(title=f"plan: {plan.project} → {plan.image}", title_justify="left")
+    """The jobs, one row each; under it every runner's native platform and its source."""
+    table = Table(title=f"plan: {plan.project} → {plan.image}", title_justify="left",
+                  caption="\n".join(_runner_line(r) for r in plan.runners) or None,
+                  caption_justify="left")
     for col in ("platform", "placement", "runner", "engine", "reason"):
         table.add_column(col)
     for job in plan.jobs:

@@ -125,6 +125,9 @@ class FakeEngine:
         self.published: list[tuple[str, str]] = []  # (session token, returned ref)
         # address fragment → digest to answer from publish (tests pre-push real images there)
         self.publish_digests: dict[str, str] = {}
+        # runner host → the `defaultPlatform` its sessions answer ("" = the default engine:
+        # the `dagger run` session and CLI sessions without _EXPERIMENTAL_DAGGER_RUNNER_HOST)
+        self.default_platforms: dict[str, str] = {}
 
     # ------------------------------------------------------------ sessions
 
@@ -136,6 +139,20 @@ class FakeEngine:
             self.tokens.add(token)
             return True
         return False
+
+    def runner_host(self, token: str) -> str:
+        """The runner host a session was opened for, as the fake CLI saw it ("" = default)."""
+        path = self.root / "sessions" / f"{token}.json"
+        if token in self.tokens and not path.is_file():
+            return ""  # the fixture's `dagger run` session
+        try:
+            return str(json.loads(path.read_text()).get("runner_host", ""))
+        except (OSError, ValueError):
+            return ""
+
+    def default_platform(self, token: str) -> str:
+        """What `defaultPlatform` answers in this session: its runner host's platform."""
+        return self.default_platforms.get(self.runner_host(token), DEFAULT_PLATFORM)
 
     def sessions(self) -> list[dict[str, Any]]:
         out = []
@@ -244,6 +261,8 @@ class FakeEngine:
             raise GraphQLError("fake engine: the pipeline should never read a secret back")
         if name == "version":
             return ENGINE_VERSION
+        if name == "defaultPlatform" and parent.type_name == "Query":
+            return self.default_platform(token)
         if name in {"platform", "defaultPlatform"}:
             return self.evaluate(parent).platform
         if isinstance(named, GraphQLEnumType):

@@ -257,20 +257,24 @@ def test_sdk_exec_error_maps_to_tests_failed(dagger_fake: DaggerFake) -> None:
 def test_arm64_goes_to_its_runner_host_and_amd64_to_the_default_engine(
     dagger_fake: DaggerFake, context: Path, tmp_path: Path
 ) -> None:
+    dagger_fake.engine.default_platforms = {ARM_HOST: "linux/arm64"}  # what that engine is
     env = {**clean_environ(), **dagger_fake.cli_env()}
     config = cfg.loads(CONFIG, root=str(tmp_path))
     runners = inventory.discover(plan.runners_for(config, "dagger"), env)
     the_plan = plan.make_plan(config, runners)
     specs = [spec(context, tmp_path / "out", j.platform, runner=j.placement.runner or "",
                   host=j.placement.host, kind=j.placement.kind) for j in the_plan.jobs]
-    assert [(s.platform, s.placement.runner, s.placement.host) for s in specs] == [
-        ("linux/amd64", "default", ""), ("linux/arm64", "arm", ARM_HOST)]
+    assert [(s.platform, s.placement.kind, s.placement.runner, s.placement.host)
+            for s in specs] == [("linux/amd64", "native", "default", ""),
+                                ("linux/arm64", "native", "arm", ARM_HOST)]
+    probes = {s["token"] for s in dagger_fake.sessions()}  # plan time: defaultPlatform asked
+    assert len(probes) == 2
 
     results = anyio.run(lambda: run_jobs_dagger(specs, runners, env, options=NO_RETRY))
 
     assert [(r.platform, r.runner, r.status) for r in results] == [
         ("linux/amd64", "default", "passed"), ("linux/arm64", "arm", "passed")]
-    sessions = {s["runner_host"]: s for s in dagger_fake.sessions()}
+    sessions = {s["runner_host"]: s for s in dagger_fake.sessions() if s["token"] not in probes}
     assert set(sessions) == {"", ARM_HOST}  # one session per runner host, each saw its host
     assert "DAGGER_SESSION_PORT" not in sessions[ARM_HOST]["env"]
     assert platforms_asked(dagger_fake, sessions[ARM_HOST]["token"]) == {"linux/arm64"}

@@ -4,7 +4,8 @@ dagger-io's connection is process-wide, so each runner host gets a child process
 environment routes the SDK (see ci.engines.dagger_routing). The request (JobSpecs, the
 registry username and the NAME of the password variable, never the password) comes on
 stdin as JSON; the PlatformResults, or one error (its ci.core.errors class and that class's
-fields, see ChildError), go to OUT.json.
+fields, see ChildError), go to OUT.json. A `probe` request runs no jobs: it asks the engine
+its `defaultPlatform` and version (what the plan calls the runner's native platform).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from ci.core.errors import (
 from ci.core.redact import redact
 from ci.core.results import JobSpec, PlatformResult
 
-CHILD_SCHEMA = 2  # 2: ChildError carries the fields of its class
+CHILD_SCHEMA = 3  # 2: ChildError carries the fields of its class; 3: probe requests
 OUTPUT_TAIL = 20_000  # characters of a failed step's stdout/stderr sent back to the parent
 __all__ = ["ChildError", "ChildProblem", "ChildRequest", "ChildResponse", "error_from", "main", "serve"]
 
@@ -52,6 +53,7 @@ class ChildRequest(BaseModel):
     cleanup_tmp_tags: bool = True
     connect_timeout: float = ds.DEFAULT_CONNECT_TIMEOUT
     index: bool = False
+    probe: bool = False  # no jobs: answer the engine's defaultPlatform and version
 
 
 class ChildProblem(BaseModel):
@@ -134,6 +136,8 @@ class ChildResponse(BaseModel):
     schema_version: int = CHILD_SCHEMA
     results: list[PlatformResult] = Field(default_factory=list)
     index: str | None = None
+    platform: str | None = None  # a probe's answer: the engine's defaultPlatform
+    version: str = ""
     error: ChildError | None = None
 
 
@@ -159,6 +163,8 @@ async def serve(request: ChildRequest) -> ChildResponse:
     try:
         async with engine.session():
             watchdog.cancel()
+            if request.probe:
+                return await _probe(request.host)
             if request.index:
                 results, index = await engine.run_jobs_one_engine(request.specs)
                 return ChildResponse(results=results, index=index)
@@ -177,6 +183,20 @@ async def serve(request: ChildRequest) -> ChildResponse:
         watchdog.cancel()
         if registry is not None:
             registry.close()
+
+
+async def _probe(host: str) -> ChildResponse:
+    """The connected engine's own word on its platform (and its version)."""
+    import dagger
+    from dagger import dag
+
+    try:
+        platform = str(await dag.default_platform())
+        version = await dag.version()
+    except dagger.DaggerError as exc:
+        raise EngineError(f"Dagger engine ({ds.where(host)}) did not answer defaultPlatform: "
+                          f"{redact(str(exc)).strip()[:300]}") from None
+    return ChildResponse(platform=platform, version=version)
 
 
 _OUT: Path | None = None

@@ -5,7 +5,8 @@ ssh://, image://...) gets its own `python -m ci.engines.dagger_child` with
 _EXPERIMENTAL_DAGGER_RUNNER_HOST set for it; the default engine's child has no runner host
 and reuses a `dagger run` session when there is one. Placements come from the plan
 (native, or emulated on the default engine when the fallback allows); the results are the
-same PlatformResults the Docker engine returns, merged by `ci.publish`.
+same PlatformResults the Docker engine returns, merged by `ci.publish`. At plan time
+`probe_engine` asks each engine its defaultPlatform the same way, in a short child of its own.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from ci.core.plan import DEFAULT_RUNNER, RunnerInfo
 from ci.core.results import JobSpec, PlatformResult
 
 BUILD_BUDGET = 3600.0  # seconds per job on top of its test timeout, for the child's deadline
+PROBE_TIMEOUT = 10.0  # plan time: connect timeout of a defaultPlatform probe
+PROBE_BUDGET = 10.0  # on top of it: the child's start, the SDK's import, two small queries
 Replacer = Callable[[JobSpec, EngineUnreachable, set[str]], JobSpec | None]
 
 
@@ -90,6 +93,38 @@ def _deadline(group: RunnerGroup, options: Options) -> float:
     return options.connect_timeout + sum(s.test_timeout + BUILD_BUDGET for _, s in group.jobs)
 
 
+def _call_child(request: ChildRequest, environ: Mapping[str, str], python: str,
+                deadline: float, log_dirs: Sequence[str] = ()) -> ChildResponse:
+    """Start one child for `request.host`, wait for it (blocking) and read its response;
+    its error comes back as the same ci.core.errors class. Its output goes to `log_dirs`."""
+    where = ds.where(request.host)
+    with tempfile.TemporaryDirectory(prefix="maci-dagger-") as tmp:
+        out = Path(tmp) / "response.json"
+        try:
+            res = proc.run(
+                [python, "-m", "ci.adapters.engines.dagger_child", str(out)],
+                env=child_environ(environ, request.host), input=request.model_dump_json(),
+                timeout=deadline, check=False, step=f"dagger session ({where})",
+            )
+        except StepFailed as exc:  # the child's deadline passed
+            raise EngineError(exc.message) from None
+        for folder in log_dirs:
+            log = Path(folder)
+            log.mkdir(parents=True, exist_ok=True)
+            (log / "dagger-session.log").write_text(res.stdout + res.stderr)
+        if not out.is_file():
+            tail = (res.stderr.strip() or res.stdout.strip() or "no output").splitlines()[-1]
+            raise EngineError(f"Dagger child for {where} exited "
+                              f"{res.returncode} without a result: {tail[:300]}")
+        response = ChildResponse.model_validate_json(out.read_text())
+    if response.schema_version != CHILD_SCHEMA:  # a child of another version: its errors would not map
+        raise EngineError(f"Dagger child for {where} wrote response schema "
+                          f"{response.schema_version}, expected {CHILD_SCHEMA}")
+    if response.error is not None:
+        raise error_from(response.error)  # the same ci.core.errors class, fields included
+    return response
+
+
 def _run_child(group: RunnerGroup, environ: Mapping[str, str], options: Options,
                index: bool) -> ChildResponse:
     """Start the child for one runner host and read its response (blocking)."""
@@ -99,35 +134,27 @@ def _run_child(group: RunnerGroup, environ: Mapping[str, str], options: Options,
         cleanup_tmp_tags=options.cleanup_tmp_tags, connect_timeout=options.connect_timeout,
         index=index,
     )
-    with tempfile.TemporaryDirectory(prefix="maci-dagger-") as tmp:
-        out = Path(tmp) / "response.json"
-        try:
-            res = proc.run(
-                [options.python, "-m", "ci.adapters.engines.dagger_child", str(out)],
-                env=child_environ(environ, group.host), input=request.model_dump_json(),
-                timeout=_deadline(group, options), check=False,
-                step=f"dagger session ({ds.where(group.host)})",
-            )
-        except StepFailed as exc:  # the child's deadline passed
-            raise EngineError(exc.message) from None
-        for _, spec in group.jobs:
-            log = Path(spec.output_dir)
-            log.mkdir(parents=True, exist_ok=True)
-            (log / "dagger-session.log").write_text(res.stdout + res.stderr)
-        if not out.is_file():
-            tail = (res.stderr.strip() or res.stdout.strip() or "no output").splitlines()[-1]
-            raise EngineError(f"Dagger child for {ds.where(group.host)} exited "
-                              f"{res.returncode} without a result: {tail[:300]}")
-        response = ChildResponse.model_validate_json(out.read_text())
-    if response.schema_version != CHILD_SCHEMA:  # a child of another version: its errors would not map
-        raise EngineError(f"Dagger child for {ds.where(group.host)} wrote response schema "
-                          f"{response.schema_version}, expected {CHILD_SCHEMA}")
-    if response.error is not None:
-        raise error_from(response.error)  # the same ci.core.errors class, fields included
+    response = _call_child(request, environ, options.python, _deadline(group, options),
+                           [s.output_dir for _, s in group.jobs])
     if len(response.results) != len(group.jobs):
         raise EngineError(f"Dagger child for {ds.where(group.host)} returned "
                           f"{len(response.results)} results for {len(group.jobs)} jobs")
     return response
+
+
+def probe_engine(host: str, environ: Mapping[str, str], *,
+                 connect_timeout: float = PROBE_TIMEOUT,
+                 python: str = sys.executable) -> ChildResponse:
+    """Ask the engine at `host` ("" = the default engine, or the `dagger run` session) its
+    defaultPlatform and version, in a short session of its own process (blocking).
+
+    Raises EngineUnreachable (no way in, or no session within `connect_timeout`) or
+    EngineError; the response's `platform` is the engine's answer.
+    """
+    ds.check_reachable(environ, host)
+    request = ChildRequest(runner=host or DEFAULT_RUNNER, host=host, specs=[], probe=True,
+                           cleanup_tmp_tags=False, connect_timeout=connect_timeout)
+    return _call_child(request, environ, python, connect_timeout + PROBE_BUDGET)
 
 
 async def run_group(group: RunnerGroup, environ: Mapping[str, str], options: Options,
