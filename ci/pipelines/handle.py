@@ -24,7 +24,6 @@ from ci.core.model import ModelStageResult
 from ci.core.outcome import ReleaseOutcome
 from ci.core.platforms import Platform
 from ci.core.ports import Clock, EngineFactory, Progress
-from ci.core.redact import redact
 from ci.core.results import JobSpec, PlatformResult
 from ci.core.verdict import (
     MODEL_STEP,
@@ -37,7 +36,7 @@ from ci.core.verdict import (
     model_verdict_of,
 )
 from ci.pipelines.ports import Ports
-from ci.pipelines.stage import Note, reported
+from ci.pipelines.stage import Note, job_detail, reported
 from ci.stages.fanout import BeforeRelease
 from ci.stages.prepare import Prepared, prepare, rfc3339
 from ci.stages.record import ReleaseRecord
@@ -242,15 +241,9 @@ class Release:
         )
 
     def _job_done(self, result: PlatformResult) -> None:
-        detail = f"{result.status}, {result.seconds:.0f} s"
-        if result.failure:
-            detail += f": {result.failure.message}"
-            detail += "".join(f"\n    {line}" for line in result.failure.console_lines())
-        if result.placement_reason and "fell back" in result.placement_reason:
-            detail += f" [{result.placement_reason}]"
         if self.progress:
             self.progress.stage_finished(result.platform, "test+build+push", result.ok,
-                                         redact(detail))
+                                         job_detail(result))
 
     def model_verdict(self) -> ModelVerdict | None:
         return None if self.model is None else model_verdict_of(self.model)

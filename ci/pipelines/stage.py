@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from ci.core.errors import CIError
 from ci.core.ports import Progress
 from ci.core.redact import redact
+from ci.core.results import PlatformResult
 
 
 @dataclass
@@ -38,3 +39,15 @@ def reported(progress: Progress | None, lane: str, stage: str, detail: str = "",
         raise
     if progress:
         progress.stage_finished(lane, stage, note.ok, redact(note.detail))
+
+
+def job_detail(result: PlatformResult) -> str:
+    """A platform job's finish line: status and time; on failure the step's message, the
+    command with its exit code and stderr's end; a run-time fallback to qemu says so."""
+    detail = f"{result.status}, {result.seconds:.0f} s"
+    if result.failure:
+        detail += f": {result.failure.message}"
+        detail += "".join(f"\n    {line}" for line in result.failure.console_lines())
+    if result.placement_reason and "fell back" in result.placement_reason:
+        detail += f" [{result.placement_reason}]"
+    return redact(detail)
