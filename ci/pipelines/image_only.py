@@ -7,8 +7,8 @@ when [smoke] is configured; deploy runs when [deploy] is.
 
 from __future__ import annotations
 
-from ci.core.errors import CIError
 from ci.pipelines.handle import Release
+from ci.pipelines.release import finish
 
 
 def pipeline(run: Release) -> int:
@@ -16,18 +16,4 @@ def pipeline(run: Release) -> int:
     run.check_publishable()  # `-p` subsets are built by `ci build --no-publish`, never released
     run.platform_jobs()
     run.smoke()
-    verdict = run.decide(require_model=False)
-    if not verdict.passed:
-        run.notify()
-        run.permit()  # raises GateFailed naming the first reason
-    try:
-        run.preflight_deploy()
-        run.publish()
-        run.deploy()
-    except CIError as exc:
-        run.failure = exc.message
-        run.notify(error=exc.message)
-        raise
-    run.notify()
-    return 0
-
+    return finish(run, require_model=False)

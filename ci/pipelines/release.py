@@ -28,10 +28,11 @@ def pipeline(run: Release) -> int:
     return finish(run)
 
 
-def finish(run: Release) -> int:
+def finish(run: Release, *, require_model: bool | None = None) -> int:
     """Verdict, then (only with its Permit) preflight, publish, deploy, promote, record,
-    notify. Shared by the built-in pipelines and any user pipeline that wants the same end."""
-    verdict = run.decide()
+    notify. Shared by the built-in pipelines and any user pipeline that wants the same end;
+    promote and record do nothing for a run without a model stage or up-to-date check."""
+    verdict = run.decide(require_model=require_model)
     if not verdict.passed:
         run.notify()
         run.permit()  # raises GateFailed: "release rejected, nothing published: ..."

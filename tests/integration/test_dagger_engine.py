@@ -34,7 +34,7 @@ from ci.core import plan, redact
 from ci.core.errors import EngineUnreachable, GateFailed, PlanUnavailable, StepFailed, TestsFailed
 from ci.core.plan import Placement, RunnerInfo
 from ci.core.results import JobSpec, SourceInfo
-from tests.fixtures.dagger_fake import DaggerFake, clean_environ
+from tests.fixtures.dagger_fake import DaggerFake, clean_environ, write_tiny_service
 from tests.fixtures.procs import wait_until
 from tests.verdicts import permit_for
 
@@ -67,14 +67,7 @@ platform = "linux/arm64"
 @pytest.fixture
 def context(tmp_path: Path) -> Path:
     """A tiny service: a Dockerfile with test and runtime stages built FROM ${{BASE}}."""
-    ctx = tmp_path / "svc"
-    (ctx / "tests").mkdir(parents=True)
-    (ctx / "Dockerfile").write_text(
-        "ARG BASE\nFROM ${BASE} AS test\nWORKDIR /app\nCOPY . .\n"
-        "FROM ${BASE} AS runtime\nWORKDIR /app\nCOPY app.py .\nCMD [\"python3\", \"app.py\"]\n")
-    (ctx / "app.py").write_text("print('ok')\n")
-    (ctx / "tests" / "test_app.py").write_text("def test_ok():\n    assert True\n")
-    return ctx
+    return write_tiny_service(tmp_path / "svc")
 
 
 def spec(ctx: Path, out: Path, platform: str, *, runner: str = "default", host: str = "",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.dagger_fake import DaggerFake, clean_environ
+from tests.fixtures.dagger_fake import DaggerFake, clean_environ, write_tiny_service
 from tests.fixtures.registry import Registry, push_tiny_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.dagger_fake]
@@ -34,12 +34,7 @@ GIT = ["git", "-c", "user.name=maci test", "-c", "user.email=test@maci.invalid"]
 
 
 def make_service(root: Path, image: str) -> Path:
-    (root / "tests").mkdir(parents=True)
-    (root / "Dockerfile").write_text(
-        "ARG BASE\nFROM ${BASE} AS test\nWORKDIR /app\nCOPY . .\n"
-        "FROM ${BASE} AS runtime\nWORKDIR /app\nCOPY app.py .\nCMD [\"python3\", \"app.py\"]\n")
-    (root / "app.py").write_text("print('ok')\n")
-    (root / "tests" / "test_app.py").write_text("def test_ok():\n    assert True\n")
+    write_tiny_service(root)
     (root / "pipelines").mkdir()
     (root / "pipelines" / "release.py").write_text(PROJECT_PIPELINE)
     (root / "ci.toml").write_text(f"""

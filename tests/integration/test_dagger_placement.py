@@ -26,7 +26,7 @@ from ci.core.errors import EngineUnreachable
 from ci.core.placement import qemu_fallback
 from ci.core.plan import DEFAULT_RUNNER
 from ci.stages.prepare import prepare
-from tests.fixtures.dagger_fake import DaggerFake, clean_environ
+from tests.fixtures.dagger_fake import DaggerFake, clean_environ, write_tiny_service
 from tests.fixtures.procs import wait_until
 from tests.verdicts import verdict_for
 
@@ -59,14 +59,7 @@ def arm_runner(platform: str | None = None) -> str:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A tiny service: a Dockerfile with test and runtime stages built FROM ${{BASE}}."""
-    root = tmp_path / "svc"
-    (root / "tests").mkdir(parents=True)
-    (root / "Dockerfile").write_text(
-        "ARG BASE\nFROM ${BASE} AS test\nWORKDIR /app\nCOPY . .\n"
-        "FROM ${BASE} AS runtime\nWORKDIR /app\nCOPY app.py .\nCMD [\"python3\", \"app.py\"]\n")
-    (root / "app.py").write_text("print('ok')\n")
-    (root / "tests" / "test_app.py").write_text("def test_ok():\n    assert True\n")
-    return root
+    return write_tiny_service(tmp_path / "svc")
 
 
 def load(project: Path, text: str) -> cfg.Config:
