@@ -85,12 +85,17 @@ def plan(
     platform: PlatformOpt = None,
     engine: EngineOpt = None,
     as_json: JsonOpt = False,
+    matrix: Annotated[bool, typer.Option(
+        "--matrix", help="Plan a multi-job pipeline (one job per platform, on other machines): "
+        "refuse stores only one job could see, check the image against the deploy manifests")
+    ] = False,
 ) -> int:
     """Show where each platform job would run (native, emulated or unavailable). Exit 1 if any
     platform is unavailable."""
     from ci.commands.plan import run_plan
 
-    result = run_plan(_load(config), only=_platforms(platform), engine=_engine(engine))
+    result = run_plan(_load(config), only=_platforms(platform), engine=_engine(engine),
+                      matrix=matrix)
     if as_json:
         _echo_json({**result.model_dump(mode="json"), "ok": result.ok})
     else:
@@ -215,7 +220,8 @@ def job(
     else:
         report.print_results([result], _console())
         _console().print(f"result written to {path}")
-    return errors.EXIT_OK if result.ok else errors.EXIT_FAILED
+    smoked = result.smoke is None or result.smoke.passed
+    return errors.EXIT_OK if result.ok and smoked else errors.EXIT_FAILED
 
 
 @app.command()

@@ -48,6 +48,14 @@ def run_job(
         prepared = prepared.with_model(model.build_args())
     factory = ports.engines(None) if ports.engines else None
     [result] = execute(prepared, config, engine=engine, push=True, environ=env, factory=factory)
+    if config.smoke is not None and result.ok and result.reference and engine == "docker":
+        # the same smoke gate as `ci run`, on this leg's runner, by the digest `ci merge` will
+        # publish; a leg without it (other engines) is refused by the merge, never waved through
+        [spec] = prepared.specs
+        smoke = ports.smoke(platform=result.platform, placement=result.placement,
+                            reference=result.reference, config=config.smoke,
+                            host=spec.placement.host, environ=env)
+        result = result.model_copy(update={"smoke": smoke})
     path = output or default_output(str(wanted))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(result.model_dump_json(indent=2) + "\n")

@@ -76,12 +76,16 @@ def run_merge(
     verdict raises GateFailed (its first reason) and touches nothing."""
     if not files:
         raise UsageError("give the result files of the platform jobs (ci job --output ...)")
+    if config.model is not None and model_result is None:
+        raise UsageError("--model-result is required: the config has a [model], so the merge "
+                         "weighs the gate decision `ci train --json` printed (gate.json)")
     check_publishable(config, expected, True)
     env = dict(os.environ if environ is None else environ)
     results = [load_result(Path(f)) for f in files]
     model = model_verdict_of(load_model_result(model_result)) if model_result else None
     verdict = decide_results(config, results, expected=expected, model=model,
-                             created=now_rfc3339())
+                             created=now_rfc3339(), model_required=config.model is not None,
+                             smoke_required=config.smoke is not None)
     permit = verdict.permit()
     client = registry(config, env)
     try:

@@ -94,6 +94,24 @@ class FailureDetail(Frozen):
         return lines
 
 
+class SmokeResult(Frozen):
+    """Load test of one platform's serving image (run by digest, before any tag moves)."""
+
+    platform: str
+    placement: Literal["native", "emulated", "unavailable"]
+    reference: str
+    requests: int
+    errors: int
+    error_rate: float
+    p50_ms: float
+    p95_ms: float
+    bound_ms: float
+    max_error_rate: float
+    passed: bool
+    reason: str = ""
+    seconds: float = 0.0
+
+
 class PlatformResult(Frozen):
     """The outcome of one platform job; publish reads only these (via the verdict)."""
 
@@ -113,6 +131,7 @@ class PlatformResult(Frozen):
     failure: FailureDetail | None = None
     source: SourceInfo = Field(default_factory=SourceInfo)
     run_id: str = ""
+    smoke: SmokeResult | None = None  # a matrix leg's own smoke test (`ci job`), by digest
 
     @property
     def ok(self) -> bool:

@@ -16,7 +16,7 @@ from ci.core.data import Frozen
 from ci.core.errors import GateFailed, PlatformError
 from ci.core.model import ModelStageResult
 from ci.core.platforms import parse as parse_platform
-from ci.core.results import RESULT_SCHEMA, PlatformResult, SourceInfo
+from ci.core.results import RESULT_SCHEMA, PlatformResult, SmokeResult, SourceInfo
 
 VERDICT_SCHEMA = 1
 MODEL_STEP = "model"  # FailureDetail.step of a platform job stopped because the model failed
@@ -38,24 +38,6 @@ class ModelVerdict(Frozen):
     baseline: dict[str, float] = Field(default_factory=dict)
     deltas: dict[str, float] = Field(default_factory=dict)
     model_uri: str = ""
-
-
-class SmokeResult(Frozen):
-    """Load test of one platform's serving image (run by digest, before any tag moves)."""
-
-    platform: str
-    placement: Literal["native", "emulated", "unavailable"]
-    reference: str
-    requests: int
-    errors: int
-    error_rate: float
-    p50_ms: float
-    p95_ms: float
-    bound_ms: float
-    max_error_rate: float
-    passed: bool
-    reason: str = ""
-    seconds: float = 0.0
 
 
 class GateCheck(Frozen):

@@ -228,9 +228,11 @@ def decide_results(
     model: ModelVerdict | None = None,
     created: str = "",
     stage_error: str = "",
+    model_required: bool = False,
+    smoke_required: bool = False,
 ) -> Verdict:
-    """The verdict of `ci build` / `ci merge`: the same `decide()` as `ci run`, from the
-    platform results (and the model gate's result when one is given)."""
+    """The verdict of `ci build` (image only) / `ci merge` (every gate of `ci run`: model and
+    smoke required when configured): the same `decide()`, from the platform results."""
     first = results[0] if results else None
     return decide(
         run_id=next((r.run_id for r in results if r.run_id), ""),
@@ -239,7 +241,7 @@ def decide_results(
         source=first.source if first else SourceInfo(),
         expected_platforms=[str(platforms.parse(p))
                             for p in (expected or config.project.platforms)],
-        platforms=list(results), model=model, model_required=model is not None,
-        smoke=[], smoke_required=False,
+        platforms=list(results), model=model, model_required=model_required,
+        smoke=[r.smoke for r in results if r.smoke is not None], smoke_required=smoke_required,
         emulation_budget_seconds=config.emulation.budget_seconds, stage_error=stage_error,
     )
