@@ -9,6 +9,8 @@ ROOT=$(pwd)
 bash scripts/setup-stack.sh
 source scripts/venv.sh
 bash scripts/install-actionlint.sh
+bash scripts/install-zizmor.sh
+bash scripts/install-gitlab-ci-local.sh
 
 echo "== lint"
 .venv/bin/ruff check ci tests examples bench

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, PrivateAttr
 
@@ -16,7 +16,8 @@ from ci.core.data import Frozen
 from ci.core.errors import GateFailed, PlatformError
 from ci.core.model import ModelStageResult
 from ci.core.platforms import parse as parse_platform
-from ci.core.results import RESULT_SCHEMA, PlatformResult, SmokeResult, SourceInfo
+from ci.core.results import RESULT_SCHEMA, PlatformResult, SourceInfo
+from ci.core.results import SmokeResult as SmokeResult  # re-exported: callers import it from here
 
 VERDICT_SCHEMA = 1
 MODEL_STEP = "model"  # FailureDetail.step of a platform job stopped because the model failed

@@ -18,6 +18,7 @@ What gitlab-ci-local cannot emulate, and how this maps it:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -35,7 +36,7 @@ import pytest
 
 from tests.fixtures.mlflow_server import MlflowServer
 from tests.fixtures.procs import require
-from tests.fixtures.registry import Registry
+from tests.fixtures.registry import INDEX_TYPES, Registry
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -74,13 +75,15 @@ class Consumer:
     mlflow: MlflowServer
     registry: Registry
     env: dict[str, str]
+    model: str
 
     def git(self, *args: str) -> str:
         return subprocess.run(["git", "-C", str(self.root), *args], capture_output=True,
                               text=True, check=True).stdout.strip()
 
-    def run(self, *variables: str) -> Pipeline:
-        argv = [gitlab_ci_local(), "--force-shell-executor",
+    def run(self, *variables: str, jobs: tuple[str, ...] = (), file: str = "") -> Pipeline:
+        argv = [gitlab_ci_local(), *jobs, *(["--file", file] if file else []),
+                "--force-shell-executor",
                 "--shell-isolation", "--no-color", "--concurrency", "2",
                 "--variable", "DOCKER_TLS_VERIFY=", "--variable", "DOCKER_CERT_PATH="]
         for v in variables:
@@ -150,11 +153,46 @@ def consumer(docker_stack: None, registry: Registry, mlflow_server: MlflowServer
     (root / ".gitignore").write_text(".maci/\n.gitlab-ci-local/\n")
     env = {k: v for k, v in os.environ.items() if k not in CI_VARS}
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
-    c = Consumer(root, image, repo, deploy, mlflow_server, registry, env)
+    c = Consumer(root, image, repo, deploy, mlflow_server, registry, env, f"wine-gitlab-{token}")
     c.git("init", "-q", "-b", "main")
     c.git("add", "-A")
     c.git("-c", "user.name=dev", "-c", "user.email=dev@example.com", "commit", "-q", "-m", "service")
     yield c
+
+
+@dataclass(frozen=True)
+class World:
+    """Everything user-visible a release can move: tags, deploy head, the model alias."""
+
+    tags: dict[str, str]
+    deploy_head: str
+    champion: str | None
+
+
+def tag_digests(registry: Registry, repo: str) -> dict[str, str]:
+    out = {}
+    for tag in registry.tags(repo):
+        status, body = registry.get(f"/v2/{repo}/manifests/{tag}", ", ".join(INDEX_TYPES))
+        assert status == 200, body
+        out[tag] = "sha256:" + hashlib.sha256(body).hexdigest()
+    return out
+
+
+def world(c: Consumer) -> World:
+    head = subprocess.run(["git", "--git-dir", str(c.deploy), "rev-parse", "refs/heads/main"],
+                          capture_output=True, text=True, check=False).stdout.strip()
+    return World(tag_digests(c.registry, c.repo), head, champion(c))
+
+
+def champion(c: Consumer) -> str | None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=c.mlflow.uri, registry_uri=c.mlflow.uri)
+    try:
+        return str(client.get_model_version_by_alias(c.model, "champion").version)
+    except MlflowException:
+        return None
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +209,126 @@ def test_the_pipeline_releases_end_to_end(consumer: Consumer, released: Pipeline
 
 def _json(path: Path) -> Any:
     return json.loads(path.read_text())
+
+
+BUILDS = {"linux/amd64": "maci-buildOiBblinuxLwamd64LAamd64XQ",
+          "linux/arm64": "maci-buildOiBblinuxLwarm64LAarm64XQ"}
+
+
+def test_each_job_hands_on_its_artifacts(consumer: Consumer, released: Pipeline) -> None:
+    art = consumer.root / ".gitlab-ci-local" / "artifacts"
+    plan = _json(art / "maci-plan" / "plan.json")
+    assert plan["training"] and plan["deploy"]
+    assert {j["platform"]: j["placement"]["kind"] for j in plan["jobs"]} == {
+        "linux/amd64": "native", "linux/arm64": "emulated"}
+    dotenv = (art / "maci-train" / ".gitlab-ci-reports" / "dotenv" / "maci-train.env").read_text()
+    gate = _json(art / "maci-train" / "gate.json")
+    assert gate["ok"] and dotenv == f"MODEL_VERSION={gate['version']}\n"
+    metrics = (art / "maci-train" / "metrics.txt").read_text().split()
+    assert "accuracy" in metrics and float(metrics[metrics.index("accuracy") + 1]) >= 0.85
+    for platform, job in BUILDS.items():
+        slug = platform.replace("/", "-")
+        result = _json(art / job / f"result-{slug}.json")
+        assert result["status"] == "passed" and result["tests"]["passed"] == 29, result
+        # the leg's own smoke test ran on the digest the merge published
+        assert result["smoke"]["passed"] and result["smoke"]["reference"].endswith(result["digest"])
+        junit = (art / job / f"junit-{slug}.xml").read_text()
+        assert "<testcase" in junit and 'failures="0"' in junit
+    merge = _json(art / "maci-publish" / "merge.json")
+    published = merge["publish"]
+    assert sorted(published["platforms"]) == ["linux/amd64", "linux/arm64"]
+    publish_env = art / "maci-publish" / ".gitlab-ci-reports" / "dotenv" / "maci-publish.env"
+    assert publish_env.read_text().strip() == f"INDEX_DIGEST={published['digest']}"
+
+
+def test_the_release_is_visible_where_users_look(consumer: Consumer, released: Pipeline) -> None:
+    art = consumer.root / ".gitlab-ci-local" / "artifacts"
+    published = _json(art / "maci-publish" / "merge.json")["publish"]
+    digest = published["digest"]
+    tags = tag_digests(consumer.registry, consumer.repo)
+    sha = consumer.git("rev-parse", "HEAD")
+    assert tags[f"sha-{sha[:7]}"] == digest and tags["main"] == digest, tags
+    status, body = consumer.registry.get(f"/v2/{consumer.repo}/manifests/{digest}",
+                                         ", ".join(INDEX_TYPES))
+    assert status == 200
+    archs = sorted(m["platform"]["architecture"] for m in json.loads(body)["manifests"]
+                   if m.get("platform", {}).get("os") == "linux")
+    assert archs == ["amd64", "arm64"]
+    deployed = _json(art / "maci-deploy" / "deploy.json")
+    log = subprocess.run(["git", "--git-dir", str(consumer.deploy), "log", "-1", "--format=%H %s",
+                          "refs/heads/main"], capture_output=True, text=True, check=True).stdout
+    assert log.split()[0] == deployed["commit"] and digest[7:19] in log, log
+    kustomization = subprocess.run(
+        ["git", "--git-dir", str(consumer.deploy), "show", "refs/heads/main:k8s/kustomization.yaml"],
+        capture_output=True, text=True, check=True).stdout
+    assert digest in kustomization
+    gate = _json(art / "maci-train" / "gate.json")
+    assert champion(consumer) == str(gate["version"])
+
+
+def test_a_worse_model_stops_the_pipeline_at_train(consumer: Consumer, released: Pipeline) -> None:
+    before = world(consumer)
+    worse = json.dumps({"C": 1.0, "max_iter": 500, "seed": 7, "features": 2})
+    res = consumer.run(f"MACI_MODEL__PARAMS={worse}")
+    assert res.returncode != 0
+    assert res.jobs.get("maci-train") == "failed", res.jobs
+    for job in ("maci-publish", "maci-deploy", "maci-promote", *(
+            f"maci-build: [{p},{p.split('/')[1]}]" for p in BUILDS)):
+        assert res.jobs.get(job) is None, (job, res.jobs)  # never started
+    gate = _json(consumer.root / ".gitlab-ci-local" / "artifacts" / "maci-train" / "gate.json")
+    assert not gate["ok"] and gate["version"] is None
+    assert world(consumer) == before
+
+
+def test_one_failing_leg_publishes_nothing(consumer: Consumer, released: Pipeline) -> None:
+    before = world(consumer)
+    (consumer.root / "tests" / "test_arch_guard.py").write_text(
+        "import platform\n\n\ndef test_not_on_arm() -> None:\n"
+        "    assert platform.machine() != 'aarch64', 'fails on arm64 only'\n")
+    consumer.git("add", "-A")
+    consumer.git("-c", "user.name=dev", "-c", "user.email=dev@example.com", "commit", "-q", "-m",
+                 "a test that fails on arm64")
+    res = consumer.run()
+    assert res.returncode != 0
+    assert res.jobs.get("maci-build: [linux/amd64,amd64]") == "passed", res.jobs
+    assert res.jobs.get("maci-build: [linux/arm64,arm64]") == "failed", res.jobs
+    for job in ("maci-publish", "maci-deploy", "maci-promote"):
+        assert res.jobs.get(job) is None, (job, res.jobs)
+    arm = _json(consumer.root / ".gitlab-ci-local" / "artifacts" / BUILDS["linux/arm64"] /
+                "result-linux-arm64.json")
+    assert arm["status"] == "failed" and arm["tests"]["failed"] == 1, arm
+    assert "fails on arm64 only" in res.output
+    assert world(consumer) == before
+    sha = consumer.git("rev-parse", "HEAD")
+    assert f"sha-{sha[:7]}" not in before.tags
+
+
+def test_an_image_the_manifests_do_not_name_is_refused_by_the_plan(consumer: Consumer,
+                                                                  released: Pipeline) -> None:
+    res = consumer.run(f"MACI_IMAGE={consumer.registry.host}/someone/else", jobs=("maci-plan",))
+    assert res.returncode != 0 and res.jobs.get("maci-plan") == "failed", res.jobs
+    assert "project.image: none of k8s/kustomization.yaml" in res.output
+
+
+def test_the_default_install_is_the_template_source(consumer: Consumer,
+                                                    tmp_path: Path) -> None:
+    """No `package` input: the job installs multiarch-ci from maci-project at maci-ref on this
+    GitLab (a bare clone of this repository at its HEAD, as `include: project` would name it),
+    with its declared dependencies from PyPI, into the job's own venv, and runs `ci plan`."""
+    server = tmp_path / "gitlab"
+    source = server / "tools" / "multiarch-ci.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(ROOT), str(source)], check=True)
+    ref = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    yml = _consumer_ci_yml(consumer.image, consumer.mlflow.uri).replace(
+        "      package: none\n",
+        f"      maci-project: tools/multiarch-ci\n      maci-ref: {ref}\n")
+    (consumer.root / ".gitlab-ci-install.yml").write_text(yml)
+    res = consumer.run(f"CI_SERVER_URL=file://{server}",
+                       f"PIP_CACHE_DIR={tmp_path.parent / 'pip-cache'}",
+                       jobs=("maci-plan",), file=".gitlab-ci-install.yml")
+    assert res.returncode == 0 and res.jobs.get("maci-plan") == "passed", res.output[-4000:]
+    # what the job installed, and the ci it then ran (its venv is gone with the job's folder)
+    assert f"installed git+file://{server}/tools/multiarch-ci.git@{ref}" in res.output
+    assert re.search(r"multiarch-ci \S+ at \S+/\.maci-venv/bin/ci", res.output), res.output[-3000:]
+    assert _json(consumer.root / ".gitlab-ci-local" / "artifacts" / "maci-plan" / "plan.json")["jobs"]

