@@ -136,13 +136,18 @@ def setup_qemu(platform: PlatformOpt = None) -> int:
 
 
 @app.command()
-def train(config: ConfigOpt = None, as_json: JsonOpt = False) -> int:
+def train(
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    retrain: Annotated[bool, typer.Option("--retrain", help="Train a new run even when the "
+                                          "input hash is unchanged")] = False,
+) -> int:
     """Train the model (or reuse an unchanged run), gate it against the alias (default
     champion) with MLflow, and register it if it passed. Never moves the alias. Exit 1 if the
     gate failed."""
     from ci.commands.train import print_result, run_train
 
-    result = run_train(_load(config))
+    result = run_train(_load(config), retrain=retrain)
     if as_json:
         _echo_json({**result.model_dump(mode="json"), "ok": result.passed})
     else:
@@ -267,8 +272,9 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Run every gate, then print the "
                                           "index digest and deploy diff; publish, deploy and "
                                           "promote nothing")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Run every stage even when the last "
-                                        "release came from the same inputs")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Run every stage (and retrain the "
+                                        "model) even when the last release came from the "
+                                        "same inputs")] = False,
     as_json: JsonOpt = False,
 ) -> int:
     """Run the whole release: plan, train + gate, platform jobs, smoke, verdict, publish,
@@ -357,6 +363,39 @@ def version() -> int:
     from ci.core.version import __version__
 
     sys.stdout.write(f"multiarch-ci {__version__}\n")
+    return errors.EXIT_OK
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Option(
+        "--dir", help="The repository to set up (default: the current directory)")] = Path("."),
+    image: Annotated[str | None, typer.Option(
+        "--image", help="Image repository, no tag (default: from the git remote origin)")] = None,
+    platform: Annotated[list[str] | None, typer.Option(
+        "--platform", "-p", help="Platform(s) to release (repeat or comma-separate; default "
+        "linux/amd64, linux/arm64)")] = None,
+    dockerfile: Annotated[str | None, typer.Option(
+        "--dockerfile", help="Dockerfile path inside --dir (default: Dockerfile, Containerfile)")]
+    = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing ci.toml")] = False,
+    to_stdout: Annotated[bool, typer.Option(
+        "--stdout", help="Print the config instead of writing it (the report goes to stderr)")]
+    = False,
+    as_json: JsonOpt = False,
+) -> int:
+    """Write a commented ci.toml from what the repository has (Dockerfile stages, git remote,
+    training script, manifests) and print the next steps; exit 2 if a config exists."""
+    from ci.commands.init import run_init
+
+    result = run_init(directory, image=image, platforms=platform, dockerfile=dockerfile,
+                      force=force, write=not to_stdout)
+    if as_json:
+        _echo_json(result.to_json())
+        return errors.EXIT_OK
+    if to_stdout:
+        sys.stdout.write(result.text)
+    (sys.stderr if to_stdout else sys.stdout).write("\n".join(result.lines()) + "\n")
     return errors.EXIT_OK
 
 

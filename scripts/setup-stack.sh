@@ -5,9 +5,18 @@
 #   * Debian packages: docker.io, qemu-user-static, mmdebstrap, docker-registry, skopeo, ...
 #   * the docker buildx CLI plugin (from Debian trixie's docker-buildx .deb; bookworm has none)
 #   * a background dockerd (if no daemon answers), pid in $MACI_DOCKERD_PIDFILE
-#   * qemu binfmt_misc handlers (aarch64, arm) with flags OCF, usable inside containers
-#   * local Python base images maci/python:bookworm-{amd64,arm64}, built from Debian packages
-#     with mmdebstrap (tarballs cached in $MACI_CACHE_DIR/base), no registry pulls at all.
+#   * qemu binfmt_misc handlers with flags OCF, usable inside containers: aarch64 and arm
+#     always, plus whatever MACI_BASE_ARCHES needs; never one for an arch this host runs natively
+#   * local Python base images maci/python:bookworm-<debian arch> for each of MACI_BASE_ARCHES
+#     (default amd64 arm64), built from Debian packages with mmdebstrap (tarballs cached in
+#     $MACI_CACHE_DIR/base), no registry pulls at all.
+#
+# Base image names use Debian's architecture names, which a ci.toml asks for with
+# `base_image = "maci/python:bookworm-{debian_arch}"`:
+#   linux/amd64 amd64 | linux/arm64 arm64 | linux/arm/v7 armhf | linux/arm/v5, linux/arm/v6 armel
+#   linux/386 i386 | linux/ppc64le ppc64el | linux/s390x s390x | linux/riscv64 riscv64
+# e.g. MACI_BASE_ARCHES="amd64 arm64 armhf" scripts/setup-stack.sh for a linux/arm/v7 platform.
+# (`{arch}` is the OCI name: the same as Debian's for amd64 and arm64 only.)
 #
 # A second run is quick: every step checks its result first and skips when it is already done.
 # Stop the daemon started here with scripts/stop-stack.sh.
@@ -19,7 +28,8 @@
 #   MACI_BASE_SUITE       Debian suite of the base images (default bookworm)
 #   MACI_BASE_PACKAGES    comma-separated packages in the base images
 #                         (default python3,python3-venv,python3-pytest)
-#   MACI_BASE_ARCHES      space-separated Debian architectures (default "amd64 arm64")
+#   MACI_BASE_ARCHES      space-separated Debian architectures of the base images
+#                         (default "amd64 arm64"; also armhf armel i386 ppc64el s390x riscv64)
 #   MACI_IMAGE_REPO       repository of the base images (default maci/python; tags <suite>-<arch>)
 set -euo pipefail
 
@@ -49,6 +59,25 @@ log() { printf '[setup-stack] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "must run as root"
+
+docker_platform() { # Debian arch -> docker platform
+    case $1 in
+        amd64) echo linux/amd64 ;; arm64) echo linux/arm64 ;; armhf) echo linux/arm/v7 ;;
+        armel) echo linux/arm/v5 ;; i386) echo linux/386 ;; ppc64el) echo linux/ppc64le ;;
+        s390x) echo linux/s390x ;; riscv64) echo linux/riscv64 ;; *) return 1 ;;
+    esac
+}
+qemu_name() { # Debian arch -> the qemu-user binary suffix (and binfmt entry qemu-<name>)
+    case $1 in
+        amd64) echo x86_64 ;; arm64) echo aarch64 ;; armhf | armel) echo arm ;; i386) echo i386 ;;
+        ppc64el) echo ppc64le ;; s390x) echo s390x ;; riscv64) echo riscv64 ;; *) return 1 ;;
+    esac
+}
+# Refuse a misspelt arch before anything is installed or built.
+for arch in $BASE_ARCHES; do
+    docker_platform "$arch" >/dev/null \
+        || die "MACI_BASE_ARCHES: unknown Debian architecture '$arch' (use amd64 arm64 armhf armel i386 ppc64el s390x riscv64)"
+done
 
 now() { date +%s.%N; }
 PHASE_REPORT=()
@@ -183,22 +212,47 @@ binfmt_register() { # name magic mask interpreter
     binfmt_ok "$name" "$interp" || die "binfmt $name registration did not take"
     log "registered binfmt $name -> $interp (OCF)"
 }
+# Magic/mask as in qemu's scripts/qemu-binfmt-conf.sh (the same as ci/adapters/binfmt.py).
+ELF64_LE_MASK='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff'
+X86_MASK='\xff\xff\xff\xff\xff\xfe\xfe\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff'
+binfmt_for() { # qemu name -> registers qemu-<name> with its magic and mask
+    local m k=$ELF64_LE_MASK
+    case $1 in
+        aarch64) m='\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00' ;;
+        arm) m='\x7fELF\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x28\x00' ;;
+        riscv64) m='\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xf3\x00' ;;
+        x86_64) m='\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x3e\x00' k=$X86_MASK ;;
+        i386) m='\x7fELF\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x03\x00' k=$X86_MASK ;;
+        ppc64le) m='\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x15\x00'
+            k='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\x00' ;;
+        s390x) m='\x7fELF\x02\x02\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x16'
+            k='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff' ;;
+        *) die "no binfmt magic for qemu-$1" ;;
+    esac
+    binfmt_register "qemu-$1" "$m" "$k" "/usr/bin/qemu-$1-static"
+}
 
 phase_start binfmt
 if [ ! -e "$BINFMT_DIR/register" ]; then
     mount -t binfmt_misc binfmt_misc "$BINFMT_DIR"
 fi
 [ "$(cat "$BINFMT_DIR/status")" = enabled ] || echo 1 >"$BINFMT_DIR/status"
-# Magic/mask as in qemu's scripts/qemu-binfmt-conf.sh.
-binfmt_register qemu-aarch64 \
-    '\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00' \
-    '\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff' \
-    /usr/bin/qemu-aarch64-static
-binfmt_register qemu-arm \
-    '\x7fELF\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x28\x00' \
-    '\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff' \
-    /usr/bin/qemu-arm-static
-phase_end "aarch64: $(sed -n 's/^flags: *//p' "$BINFMT_DIR/qemu-aarch64")"
+# arm64 and armhf always (the test suite emulates linux/arm64 and linux/arm/v7), then the base
+# arches; an arch this kernel runs by itself (i386 on amd64) gets no handler: the kernel's own
+# loader is faster, and a qemu handler for the host's own arch would capture every binary.
+QEMU_NAMES=()
+for arch in arm64 armhf $BASE_ARCHES; do
+    name=$(qemu_name "$arch")
+    [[ " ${QEMU_NAMES[*]} " == *" $name "* ]] && continue
+    arch-test -n "$arch" >/dev/null 2>&1 && continue
+    binfmt_for "$name"
+    QEMU_NAMES+=("$name")
+done
+binfmt_summary=()
+for name in "${QEMU_NAMES[@]}"; do
+    binfmt_summary+=("$name: $(sed -n 's/^flags: *//p' "$BINFMT_DIR/qemu-$name" 2>/dev/null || echo none)")
+done
+phase_end "${binfmt_summary[*]:-native only}"
 
 # ---------------------------------------------------------------------------------------------
 # 5. Python base images from Debian packages
@@ -206,13 +260,6 @@ phase_end "aarch64: $(sed -n 's/^flags: *//p' "$BINFMT_DIR/qemu-aarch64")"
 base_key() { # arch -> short hash of everything that determines the rootfs
     printf 'v=%s suite=%s variant=apt arch=%s include=%s\n' "$RECIPE_VERSION" "$SUITE" "$1" "$BASE_PACKAGES" \
         | sha256sum | cut -c1-16
-}
-docker_platform() { # Debian arch -> docker platform
-    case $1 in
-        amd64) echo linux/amd64 ;; arm64) echo linux/arm64 ;; armhf) echo linux/arm/v7 ;;
-        armel) echo linux/arm/v5 ;; i386) echo linux/386 ;; ppc64el) echo linux/ppc64le ;;
-        s390x) echo linux/s390x ;; riscv64) echo linux/riscv64 ;; *) die "unknown arch $1" ;;
-    esac
 }
 image_ok() { # tag key -> 0 if the image exists with the right key label
     local got
@@ -276,8 +323,9 @@ EOF
     fi
     rm -rf "$ctx"
     image_ok "$tag" "${KEY[$arch]}" || die "$tag built but label check failed"
-    got=$(docker image inspect -f '{{.Os}}/{{.Architecture}}' "$tag" </dev/null)
-    want=$(echo "$platform" | cut -d/ -f1,2)
+    # 32-bit arm: the variant tells armhf (v7) from armel (v5) apart, so it must match too
+    got=$(docker image inspect -f '{{.Os}}/{{.Architecture}}{{with .Variant}}/{{.}}{{end}}' "$tag" </dev/null)
+    case $platform in linux/arm/*) want=$platform ;; *) want=$(echo "$platform" | cut -d/ -f1,2); got=$(echo "$got" | cut -d/ -f1,2) ;; esac
     [ "$got" = "$want" ] || die "$tag has platform $got, expected $want"
 done
 phase_end "built: ${need_build[*]:-none}"
@@ -292,12 +340,12 @@ total=$(awk -v a="$T_START" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')
     echo "docker server : $(docker version -f '{{.Server.Version}} {{.Server.Os}}/{{.Server.Arch}}' 2>/dev/null </dev/null)"
     echo "dockerd pid   : $(cat "$PIDFILE" 2>/dev/null || echo 'not started by this script')"
     echo "buildx        : $(docker buildx version 2>/dev/null </dev/null | head -n1)"
-    for n in qemu-aarch64 qemu-arm; do
-        [ -f "$BINFMT_DIR/$n" ] && echo "binfmt $n : $(sed -n 's/^flags: *//p' "$BINFMT_DIR/$n") $(sed -n 's/^interpreter *//p' "$BINFMT_DIR/$n")"
+    for n in "${QEMU_NAMES[@]}"; do
+        [ -f "$BINFMT_DIR/qemu-$n" ] && echo "binfmt qemu-$n : $(sed -n 's/^flags: *//p' "$BINFMT_DIR/qemu-$n") $(sed -n 's/^interpreter *//p' "$BINFMT_DIR/qemu-$n")"
     done
     echo "images        :"
     for arch in $BASE_ARCHES; do
-        docker image inspect -f "  {{index .RepoTags 0}} {{.Os}}/{{.Architecture}} {{.Size}} bytes key={{ index .Config.Labels \"$LABEL_KEY\" }}" \
+        docker image inspect -f "  {{index .RepoTags 0}} {{.Os}}/{{.Architecture}}{{with .Variant}}/{{.}}{{end}} {{.Size}} bytes key={{ index .Config.Labels \"$LABEL_KEY\" }}" \
             "$IMAGE_REPO:$SUITE-$arch" 2>/dev/null </dev/null || echo "  $IMAGE_REPO:$SUITE-$arch MISSING"
     done
     echo "phases        :"

@@ -261,6 +261,7 @@ class FakeTracking:
         self.version = version
         self.calls: list[str] = []
         self.promoted: list[tuple[str, str]] = []  # (version, deploy commit)
+        self.retrain: list[str] = []  # the `retrain` flag of each train_and_gate call
 
     def _call(self, method: str, event: str) -> None:
         self.calls.append(method)
@@ -275,8 +276,9 @@ class FakeTracking:
         return config.model
 
     def train_and_gate(self, config: Config, source: SourceInfo, run_id: str, *,
-                       environ: Mapping[str, str]) -> ModelStageResult:
+                       environ: Mapping[str, str], retrain: str = "") -> ModelStageResult:
         self._call("train_and_gate", "train")
+        self.retrain.append(retrain)
         m = self._model(config)
         ok = self.gate_passes
         metrics = {"accuracy": 0.93 if ok else 0.71}

@@ -9,12 +9,13 @@ short timeout, then few HTTP retries), and every MLflow or network error is tran
 from __future__ import annotations
 
 import os
+import posixpath
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -244,6 +245,38 @@ class Tracking:
         dest.mkdir(parents=True, exist_ok=True)
         with translating(f"download artifact {path} of run {run_id}"):
             return Path(self.client.download_artifacts(run_id, path, str(dest)))
+
+    def logged_model_location(self, run_id: str) -> str | None:
+        """Where the run's logged MLflow model keeps its files (None: it logged none)."""
+        model_id = self.logged_model_id(run_id)
+        if model_id is None:
+            return None
+        with translating(f"get the model of run {run_id}"):
+            return str(self.client.get_logged_model(model_id).artifact_location)
+
+    def artifact_kind(self, location: str, path: str) -> Literal["file", "dir"] | None:
+        """Whether `path` ('' = all of it) exists under an artifact location, and as what."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        parent = posixpath.dirname(path)
+        with translating(f"list artifacts of {location}"):
+            repo = get_artifact_repository(artifact_uri=location, tracking_uri=self.uri)
+            listed = repo.list_artifacts(parent or None)
+        if not path:
+            return "dir" if listed else None
+        for info in listed:
+            if posixpath.normpath(str(info.path)) == path:
+                return "dir" if info.is_dir else "file"
+        return None
+
+    def download_from(self, location: str, path: str, dest: Path) -> Path:
+        """A file or folder ('' = all) under an artifact location into `dest`; the local path."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        dest.mkdir(parents=True, exist_ok=True)
+        with translating(f"download {path or 'the artifacts'} from {location}"):
+            repo: Any = get_artifact_repository(artifact_uri=location, tracking_uri=self.uri)
+            return Path(repo.download_artifacts(path, str(dest)))
 
     # ------------------------------------------------------------ registry
 

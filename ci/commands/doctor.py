@@ -9,10 +9,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ci.adapters import binfmt, inventory, proc
+from ci.adapters import bases, binfmt, inventory, proc
 from ci.core.config import Config
 from ci.core.errors import StepFailed, ToolMissing
-from ci.core.plan import default_runner, runners_for
+from ci.core.plan import RunnerInfo, default_runner, make_plan, runners_for
 
 
 def _http_answers(url: str, timeout: float = 3.0) -> tuple[bool, str]:
@@ -32,6 +32,15 @@ def check_buildx(environ: Mapping[str, str]) -> dict[str, Any]:
     except (ToolMissing, StepFailed) as exc:
         return {"ok": False, "detail": str(exc)}
     return {"ok": res.ok, "detail": (res.stdout or res.stderr).strip().splitlines()[0:1]}
+
+
+def base_report(config: Config, found: list[RunnerInfo],
+                environ: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Each platform's base image looked up on the runner the plan would place it on (the
+    same check `ci plan` makes); `line` names the platform, the reference and the runner."""
+    plan = bases.check(config, make_plan(config, found), environ)
+    return [{"platform": j.platform, **j.base.model_dump(), "ok": not j.base.missing,
+             "line": j.base.line(j.platform)} for j in plan.jobs if j.base is not None]
 
 
 def run_doctor(
@@ -68,7 +77,9 @@ def run_doctor(
             ok = os.access(probe, os.W_OK)
             detail = f"embedded store, {'writable' if ok else 'not writable'}: {folder}"
         report["mlflow"] = {"uri": uri, "ok": ok, "detail": detail}
+        report["bases"] = base_report(config, found, env)
     checks = [r["reachable"] for r in report["runners"]] + [report["buildx"]["ok"]]
     checks += [report[k]["ok"] for k in ("registry", "mlflow") if k in report]
+    checks += [b["ok"] for b in report.get("bases", [])]
     report["ok"] = all(checks)
     return report

@@ -18,12 +18,15 @@ from ci.stages.real import MlflowTracking
 
 
 def run_train(config: Config, environ: Mapping[str, str] | None = None,
-              tracking: TrackingPort | None = None) -> ModelStageResult:
-    """The model stage alone, with lineage from the CI system or the local git checkout."""
+              tracking: TrackingPort | None = None, *, retrain: bool = False
+              ) -> ModelStageResult:
+    """The model stage alone, with lineage from the CI system or the local git checkout;
+    `retrain` trains a new run even when the input hash is unchanged."""
     env = dict(os.environ if environ is None else environ)
     source = ci_env.detect(env, config.root_path)
     port = tracking or MlflowTracking()
-    return port.train_and_gate(config, source, new_run_id(source), environ=env)
+    return port.train_and_gate(config, source, new_run_id(source), environ=env,
+                               retrain="--retrain" if retrain else "")
 
 
 def _fmt(value: float | None) -> str:

@@ -7,6 +7,7 @@ Pure: callers pass the file text and the environ in. Every problem becomes a
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import tomllib
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ from ci.core.errors import MISSING, ConfigError, ConfigProblem, PlatformError
 ENV_PREFIX = "MACI_"
 CONFIG_FILE = "ci.toml"
 DEFAULT_STATE_DIR = ".maci"
+DEFAULT_ARTIFACT = "serving/model.json"
 
 
 def _split_commas(value: Any) -> Any:
@@ -122,10 +124,23 @@ class BuildConfig(_Model):
     dockerfile: str = "Dockerfile"
     target: str | None = None
     base_image: str | None = Field(
-        default=None, description="passed as build arg BASE; {os} {arch} {variant} expand"
+        default=None, description="passed as build arg BASE, one per platform; the {fields} "
+        "of platforms.TEMPLATE_FIELDS expand ({arch}, {debian_arch}, {slug}...)"
     )
     build_args: dict[str, str] = Field(default_factory=dict)
     ca_bundle: str | None = Field(default=None, description="extra CA bundle, a BuildKit secret")
+
+    @field_validator("base_image")
+    @classmethod
+    def _base_template(cls, value: str | None) -> str | None:
+        problem = platforms.template_problem(value) if value else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    def base_for(self, platform: platforms.Platform) -> str | None:
+        """The base image reference of one platform (None: no base_image configured)."""
+        return platforms.expand(self.base_image, platform) if self.base_image else None
 
 
 class TestConfig(_Model):
@@ -156,16 +171,71 @@ class MetricThresholdConfig(_Model):
         return self
 
 
+def _relative_inside(value: str, what: str) -> str:
+    """A posix path that stays inside its base: no absolute path, no climbing out with `..`."""
+    norm = posixpath.normpath(value.replace("\\", "/")) if value else "."
+    if posixpath.isabs(norm) or norm == ".." or norm.startswith("../"):
+        raise ValueError(f"must stay inside {what} (a relative path without '..' escaping it)")
+    return norm
+
+
+class ModelArtifactConfig(_Model):
+    """What the image gets from the registered version, and where it lands in the build
+    context; checked (present, sha256) before the version is registered."""
+
+    source: Literal["run", "model"] = Field(
+        default="run", description="run: a file/folder the training run logged; model: the "
+        "MLflow model directory of the registered version")
+    path: str | None = Field(default=None, description="in the source; default "
+                             "serving/model.json (run) or the whole model directory (model)")
+    dest: str = Field(default="model", description="folder inside build.context")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        norm = _relative_inside(value, "the run's artifacts")
+        return "" if norm == "." else norm
+
+    @field_validator("dest")
+    @classmethod
+    def _dest(cls, value: str) -> str:
+        norm = _relative_inside(value, "build.context")
+        if norm == ".":
+            raise ValueError("must be a folder inside build.context, not the context itself")
+        return norm
+
+    @model_validator(mode="after")
+    def _run_needs_a_path(self) -> ModelArtifactConfig:
+        if self.source == "run" and self.path == "":
+            raise ValueError("source = 'run' needs a path: the file or folder the run logged")
+        return self
+
+    @property
+    def artifact_path(self) -> str:
+        """The path in the source ('' = the whole MLflow model directory)."""
+        if self.path is not None:
+            return self.path
+        return DEFAULT_ARTIFACT if self.source == "run" else ""
+
+    def describe(self) -> str:
+        """`run:serving/model.json` / `model:` — recorded on the version it was checked for."""
+        return f"{self.source}:{self.artifact_path}"
+
+
 class ModelConfig(_Model):
     train_command: Command
     registered_model: str = Field(min_length=1)
     alias: str = Field(default="champion", pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
     experiment: str | None = None
     workdir: str = "."
-    inputs: StrList = Field(default_factory=list, description="files hashed into the input hash")
+    inputs: StrList = Field(default_factory=list, description="hashed into the input hash: "
+                            "files, folders, globs, env:NAME, pkg:NAME")
     params: dict[str, str | int | float | bool] = Field(default_factory=dict)
     thresholds: dict[str, MetricThresholdConfig] = Field(default_factory=dict)
     timeout_seconds: float = Field(default=1800, gt=0)
+    artifact: ModelArtifactConfig = Field(default_factory=ModelArtifactConfig)
 
 
 class RegistryAuth(_Model):

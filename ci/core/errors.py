@@ -12,7 +12,7 @@ CLI's single handler can map them to exit codes without knowing any tool::
     ├── StepFailed               exit 1: a step ran and failed (keeps exit code, stdout, stderr)
     │   └── TestsFailed          exit 1: the test command failed on a platform
     ├── GateFailed               exit 1: a release gate said no (tests, metrics, smoke, plan)
-    │   └── PlanUnavailable      exit 1: a platform has no runner it could be placed on
+    │   └── PlanUnavailable      exit 1: a platform has no runner, or no base image on its runner
     ├── ToolError                exit 1: an outside tool or service failed or is unreachable
     │   ├── ToolMissing          exit 1: a required executable is not installed
     │   ├── EngineError          exit 1: docker/buildx/dagger failed (not a test failure)
@@ -136,7 +136,15 @@ class GateFailed(CIError):
 
 
 class PlanUnavailable(GateFailed):
-    pass
+    """The plan cannot run; `problems` has one line per cause (an unplaced platform, a
+    missing base image), so the CLI prints each on its own line."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems or [message])
+
+    def lines(self) -> list[str]:
+        return list(self.problems)
 
 
 class ToolError(CIError):

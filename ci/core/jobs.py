@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ci.core import platforms
 from ci.core.config import Config
-from ci.core.errors import ConfigError, ConfigProblem, PlanUnavailable
+from ci.core.errors import ConfigError, ConfigProblem, PlanUnavailable, PlatformError
 from ci.core.plan import PlatformJob
 from ci.core.results import JobSpec, SourceInfo
 
@@ -22,18 +22,16 @@ LABEL_TITLE = "org.opencontainers.image.title"
 LABEL_VERSION = "org.opencontainers.image.version"
 LABEL_RUN_ID = "dev.maci.run-id"
 LABEL_PLATFORM = "dev.maci.platform"
+LABEL_MODEL_SHA256 = "dev.maci.model.sha256"
 
 
 def expand_base(template: str, platform: platforms.Platform) -> str:
-    """`maci/python:bookworm-{arch}` → `maci/python:bookworm-arm64` for linux/arm64."""
+    """`maci/python:bookworm-{arch}` → `maci/python:bookworm-arm64` for linux/arm64 (the
+    fields are `platforms.TEMPLATE_FIELDS`); a bad template is a config error."""
     try:
-        return template.format(
-            os=platform.os, arch=platform.architecture, variant=platform.variant
-        )
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ConfigError([ConfigProblem(
-            "build.base_image", template, f"bad template ({exc}); use {{os}} {{arch}} {{variant}}"
-        )]) from None
+        return platforms.expand(template, platform)
+    except PlatformError as exc:
+        raise ConfigError([ConfigProblem("build.base_image", template, exc.message)]) from None
 
 
 def version_of(source: SourceInfo) -> str:
@@ -110,6 +108,7 @@ def with_model(specs: list[JobSpec], build_args: Mapping[str, str]) -> list[JobS
         "dev.maci.model.name": build_args.get("MODEL_NAME", ""),
         "dev.maci.model.version": build_args.get("MODEL_VERSION", ""),
         "dev.maci.model.uri": build_args.get("MODEL_URI", ""),
+        LABEL_MODEL_SHA256: build_args.get("MODEL_SHA256", ""),
     }
     return [
         s.model_copy(update={"build_args": {**s.build_args, **build_args},

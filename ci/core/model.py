@@ -22,6 +22,7 @@ class TrainingResult(Frozen):
     script_seconds: float = 0.0
     overhead_seconds: float = 0.0
     message: str = ""
+    reason: str = ""  # why it reused or trained, e.g. "retrained: env:FEATURES changed"
 
 
 class ModelStageResult(Frozen):
@@ -52,7 +53,8 @@ class PromoteResult(Frozen):
 
 
 class MaterializedModel(Frozen):
-    """The registered version copied into the build context; its fields become build args."""
+    """The registered version copied into the build context; its fields become build args
+    (and, through them, image labels). `files` are relative to `directory`."""
 
     directory: str
     name: str
@@ -60,6 +62,9 @@ class MaterializedModel(Frozen):
     uri: str
     run_id: str
     sha256: str
+    artifact: str = ""
+    files: list[str] = Field(default_factory=list)
 
     def build_args(self) -> dict[str, str]:
-        return {"MODEL_NAME": self.name, "MODEL_VERSION": self.version, "MODEL_URI": self.uri}
+        return {"MODEL_NAME": self.name, "MODEL_VERSION": self.version, "MODEL_URI": self.uri,
+                "MODEL_SHA256": self.sha256}

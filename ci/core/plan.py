@@ -111,11 +111,38 @@ class Placement(Frozen):
     reason: str = ""
 
 
+# where a job's base image was found: the placed runner's own image store, the registry; or
+# not found (the job would fail pulling it), or not decidable from here (no verdict)
+BaseStatus = Literal["local", "registry", "missing", "unchecked"]
+
+
+class BaseCheck(Frozen):
+    """Whether a platform job's base image (build arg BASE) resolves on its runner."""
+
+    reference: str
+    runner: str
+    status: BaseStatus
+    detail: str = ""
+
+    @property
+    def missing(self) -> bool:
+        return self.status == "missing"
+
+    def line(self, platform: str) -> str:
+        """`linux/arm/v7: base image X not found on runner local (why)`; or how it resolved."""
+        if self.missing:
+            return (f"{platform}: base image {self.reference} not found on runner "
+                    f"{self.runner} ({self.detail})")
+        return f"{platform}: base image {self.reference}: {self.status} ({self.detail})"
+
+
 class PlatformJob(Frozen):
-    """Test + build + push-by-digest for one platform, placed on one runner."""
+    """Test + build + push-by-digest for one platform, placed on one runner; `base` is set
+    once the base image was looked up on that runner (None: no base image, or not looked up)."""
 
     platform: str
     placement: Placement
+    base: BaseCheck | None = None
 
 
 class TrainingJob(Frozen):
@@ -151,11 +178,26 @@ class Plan(Frozen):
 
     @property
     def ok(self) -> bool:
-        return all(j.placement.kind != "unavailable" for j in self.jobs)
+        """Every job placed, and no job's base image known to be missing on its runner."""
+        return not self.unavailable and not self.missing_bases
 
     @property
     def unavailable(self) -> list[PlatformJob]:
         return [j for j in self.jobs if j.placement.kind == "unavailable"]
+
+    @property
+    def missing_bases(self) -> list[PlatformJob]:
+        return [j for j in self.jobs if j.base is not None and j.base.missing]
+
+    def problems(self) -> list[str]:
+        """One line per reason the plan cannot run: an unplaced job, a missing base image."""
+        return ([f"{j.platform}: {j.placement.reason}" for j in self.unavailable]
+                + [j.base.line(j.platform) for j in self.missing_bases if j.base])
+
+    def with_bases(self, checks: dict[str, BaseCheck]) -> Plan:
+        """The same plan, each job carrying the base check of its platform (if any)."""
+        jobs = [j.model_copy(update={"base": checks.get(j.platform, j.base)}) for j in self.jobs]
+        return self.model_copy(update={"jobs": jobs})
 
     def job(self, platform: str | Platform) -> PlatformJob:
         wanted = str(platforms.parse(str(platform)))

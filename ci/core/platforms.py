@@ -7,6 +7,7 @@ Normalisation follows containerd's rules so that `aarch64`, `arm64`, `linux/arm6
 from __future__ import annotations
 
 import platform as _stdlib_platform
+import string
 from dataclasses import dataclass
 
 from ci.core.errors import PlatformError
@@ -70,6 +71,22 @@ _QEMU = {
     "mips64le": "mips64el",
     "loong64": "loongarch64",
 }
+# Debian's name for the architecture (dpkg --print-architecture), what base images built with
+# mmdebstrap are named after; 32-bit arm splits by variant (armel = v5te, runs on v5 and v6)
+_DEBIAN = {
+    "amd64": "amd64",
+    "arm64": "arm64",
+    "386": "i386",
+    "ppc64le": "ppc64el",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+    "mips64le": "mips64el",
+    "loong64": "loong64",
+}
+_DEBIAN_ARM = {"v5": "armel", "v6": "armel", "v7": "armhf", "v8": "armhf"}
+
+# the `{field}`s an image template (build.base_image) may use; see `Platform.fields`
+TEMPLATE_FIELDS = ("os", "arch", "variant", "arch_variant", "slug", "debian_arch")
 
 
 @dataclass(frozen=True, order=True)
@@ -98,6 +115,24 @@ class Platform:
     def qemu_arch(self) -> str:
         """The qemu-user binary suffix that emulates this platform (`qemu-<x>-static`)."""
         return _QEMU.get(self.architecture, self.architecture)
+
+    @property
+    def debian_arch(self) -> str:
+        """Debian's architecture name: `armhf` for linux/arm/v7, `ppc64el` for linux/ppc64le."""
+        if self.architecture == "arm":
+            return _DEBIAN_ARM.get(self.variant or "v7", "armhf")
+        return _DEBIAN.get(self.architecture, self.architecture)
+
+    @property
+    def arch_variant(self) -> str:
+        """Architecture and variant, tag-safe: `arm-v7`, `arm64`, `amd64-v3`."""
+        return f"{self.architecture}-{self.variant}" if self.variant else self.architecture
+
+    def fields(self) -> dict[str, str]:
+        """What `{field}` means in an image template for this platform (TEMPLATE_FIELDS)."""
+        return {"os": self.os, "arch": self.architecture, "variant": self.variant,
+                "arch_variant": self.arch_variant, "slug": self.slug,
+                "debian_arch": self.debian_arch}
 
     def runs_on(self, native: Platform) -> bool:
         """True when a runner whose native platform is `native` runs this platform natively."""
@@ -152,6 +187,36 @@ def parse_many(items: list[str] | tuple[str, ...]) -> list[Platform]:
 def host(machine: str | None = None) -> Platform:
     """The platform of this machine (or of a given `uname -m`)."""
     return parse(machine or _stdlib_platform.machine())
+
+
+_USE = "use " + " ".join(f"{{{f}}}" for f in TEMPLATE_FIELDS)
+
+
+def template_problem(template: str) -> str | None:
+    """Why `template` is not an image template (None when it is): only plain `{field}`s of
+    TEMPLATE_FIELDS, so a typo fails when the config loads, not in the middle of a build."""
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        return f"bad template ({exc}); {_USE}"
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if name not in TEMPLATE_FIELDS:
+            shown = f"{{{name}}}" if name else "{}"
+            return f"unknown field {shown}; {_USE}"
+        if spec or conversion:
+            return f"field {{{name}}} takes no format spec or conversion; {_USE}"
+    return None
+
+
+def expand(template: str, platform: Platform) -> str:
+    """An image template for one platform: `maci/python:bookworm-{debian_arch}` for
+    linux/arm/v7 → `maci/python:bookworm-armhf`. PlatformError when the template is bad."""
+    problem = template_problem(template)
+    if problem:
+        raise PlatformError(problem)
+    return template.format(**platform.fields())
 
 
 def from_engine(os_type: str, architecture: str) -> Platform:

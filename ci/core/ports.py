@@ -70,7 +70,9 @@ class TrackingPort(Protocol):
     registered artifact to the builds, move the alias."""
 
     def train_and_gate(self, config: Config, source: SourceInfo, run_id: str, *,
-                       environ: Mapping[str, str]) -> ModelStageResult: ...
+                       environ: Mapping[str, str], retrain: str = "") -> ModelStageResult:
+        """`retrain` names the flag forcing a new run ('--retrain', '--force'); '' = reuse."""
+        ...
 
     def materialize(self, config: Config, version: str, *,
                     environ: Mapping[str, str]) -> MaterializedModel: ...

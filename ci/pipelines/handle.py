@@ -20,6 +20,7 @@ import anyio
 
 from ci.core.config import Config
 from ci.core.errors import CIError, GateFailed, PipelineError, StepFailed
+from ci.core.jobs import with_model
 from ci.core.model import ModelStageResult
 from ci.core.outcome import ReleaseOutcome
 from ci.core.platforms import Platform
@@ -168,11 +169,11 @@ class Release:
         try:
             with self._stage("model", "train+gate") as note:
                 self.model = self.ports.tracking.train_and_gate(
-                    self.config, prepared.source, prepared.run_id, environ=self.environ)
-                d = self.model.decision
+                    self.config, prepared.source, prepared.run_id, environ=self.environ,
+                    retrain="--force" if self.force else "")
+                t, d = self.model.training, self.model.decision
                 note.ok = d.passed
-                note.detail = ("reused run " if self.model.training.reused else "") + \
-                    f"{self.model.training.run_id[:8]}: {'passed' if d.passed else 'REJECTED'}"
+                note.detail = f"{t.reason or t.run_id[:8]}: gate {'passed' if d.passed else 'REJECTED'}"
             if not self.model.passed or self.model.version is None:
                 return None
             with self._stage("model", "materialize") as note:
@@ -214,7 +215,7 @@ class Release:
             await ready.wait()
             if self.model_blocks:
                 raise StepFailed(f"release build skipped: {self.model_blocks}", step=MODEL_STEP)
-            return spec.model_copy(update={"build_args": {**spec.build_args, **args}})
+            return with_model([spec], args)[0]  # MODEL_* build args and the model labels
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(model_task)

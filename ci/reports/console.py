@@ -52,8 +52,14 @@ def print_plan(plan: Plan, console: Console) -> None:
     if plan.deploy:
         console.print(f"deploy: {plan.deploy.remote} ({plan.deploy.branch}): "
                       + ", ".join(plan.deploy.manifests))
+    for job in plan.jobs:
+        if job.base is not None and job.base.status == "unchecked":
+            console.print(f"[yellow]base not checked[/]: {escape(job.base.line(job.platform))}")
     for job in plan.unavailable:
         console.print(f"[red]unavailable[/]: {job.platform}: {job.placement.reason}")
+    for job in plan.missing_bases:
+        if job.base is not None:
+            console.print(f"[red]missing base[/]: {escape(job.base.line(job.platform))}")
 
 
 def print_doctor(report: dict[str, Any], console: Console) -> None:
@@ -85,4 +91,11 @@ def print_doctor(report: dict[str, Any], console: Console) -> None:
             item = report[key]
             table.add_row(key, mark(item["ok"]),
                           f"{item.get('url') or item.get('uri')}: {item['detail']}")
+    for b in report.get("bases", []):
+        status = "[yellow]unchecked[/]" if b["status"] == "unchecked" else mark(b["ok"])
+        table.add_row(f"base {b['platform']}", status,
+                      escape(f"{b['reference']} on runner {b['runner']}: {b['detail']}"))
     console.print(table)
+    for b in report.get("bases", []):
+        if not b["ok"]:
+            console.print(f"[red]missing base[/]: {escape(b['line'])}")

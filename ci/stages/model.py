@@ -8,7 +8,6 @@ called by the release only after the deploy commit landed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Mapping
@@ -19,15 +18,11 @@ from ci.adapters import tracking
 from ci.adapters.mlflow_gate import mlflow_failures
 from ci.core import gate
 from ci.core.config import Config, ModelConfig
-from ci.core.errors import ConfigError, ConfigProblem, GateFailed, TrackingError
+from ci.core.errors import ConfigError, ConfigProblem, GateFailed
 from ci.core.model import MaterializedModel, ModelStageResult, PromoteResult
 from ci.core.results import SourceInfo
+from ci.stages import artifact
 from ci.stages.training import train
-
-SERVING_ARTIFACT = "serving/model.json"
-MODEL_DIR = "model"
-REGISTERED_FILE = "registered.json"
-
 
 
 def _model(config: Config) -> ModelConfig:
@@ -43,12 +38,14 @@ def train_and_gate(
     *,
     environ: Mapping[str, str] | None = None,
     client: tracking.Tracking | None = None,
+    retrain: str = "",
 ) -> ModelStageResult:
-    """Train or reuse, compare with the alias, tag the run, register a passing candidate."""
+    """Train or reuse, compare with the alias, tag the run, register a passing candidate.
+    `retrain` names the flag that forces a new run ('--retrain', '--force'), '' to reuse."""
     started = time.monotonic()
     model = _model(config)
     mlflow = client or tracking.connect(config, environ)
-    trained = train(config, mlflow, source, run_id, environ=environ)
+    trained = train(config, mlflow, source, run_id, environ=environ, retrain=retrain)
     champion = mlflow.version_by_alias(model.registered_model, model.alias)
     champion_metrics = mlflow.run(champion.run_id).metrics if champion and champion.run_id else {}
     decision = gate.evaluate(
@@ -68,14 +65,18 @@ def train_and_gate(
             "maci.pipeline.run_id": run_id,
         }
         version = mlflow.version_for_run(model.registered_model, trained.run_id)
-        if version is None:
+        if version is None:  # the handoff artifact is checked first: none, nothing registered
+            handoff = artifact.check(config, mlflow, trained.run_id)
             version = mlflow.register(model.registered_model, trained.run_id, gate_tags | {
                 "maci.run_id": trained.run_id,
                 "maci.input_hash": trained.input_hash,
                 "maci.source_sha": source.sha,
-            })
+            } | handoff)
             new_version = True
         else:  # a reused run keeps its version; record what it was gated against this time
+            if version.tags.get(artifact.ARTIFACT_TAG) != model.artifact.describe():
+                gate_tags |= artifact.check(config, mlflow, trained.run_id,
+                                            f"{version.uri} cannot be handed to the build")
             mlflow.set_version_tags(model.registered_model, version.version, gate_tags)
         mlflow.set_tags(trained.run_id, {"maci.registered_version": version.version})
     total = time.monotonic() - started
@@ -139,32 +140,11 @@ def materialize_model(
     version: str,
     dest: Path | None = None,
     *,
-    artifact: str = SERVING_ARTIFACT,
     environ: Mapping[str, str] | None = None,
     client: tracking.Tracking | None = None,
 ) -> MaterializedModel:
-    """Download the version's serving artifact into `<build context>/model/` (the Dockerfile
-    COPYs that folder), with `registered.json` naming the exact version for the app."""
-    model = _model(config)
+    """Hand the version's `[model.artifact]` to the build: into `<build.context>/<dest>/`
+    (the Dockerfile COPYs that folder), its bytes checked against the registered sha256."""
+    _model(config)
     mlflow = client or tracking.connect(config, environ)
-    target = mlflow.version(model.registered_model, version)
-    if not target.run_id:
-        raise TrackingError(f"{target.uri} has no run: cannot find its {artifact}")
-    folder = dest or (config.root_path / config.build.context / MODEL_DIR)
-    folder = folder.resolve()
-    staging = folder / ".download"
-    local = mlflow.download(target.run_id, artifact, staging)
-    data = local.read_bytes()
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / Path(artifact).name).write_bytes(data)
-    local.unlink()
-    for leftover in sorted(staging.rglob("*"), reverse=True):
-        leftover.rmdir() if leftover.is_dir() else leftover.unlink()
-    staging.rmdir()
-    result = MaterializedModel(
-        directory=str(folder), name=target.name, version=target.version, uri=target.uri,
-        run_id=target.run_id, sha256=hashlib.sha256(data).hexdigest(),
-    )
-    registered = result.model_dump(exclude={"directory"})
-    (folder / REGISTERED_FILE).write_text(json.dumps(registered, indent=2) + "\n")
-    return result
+    return artifact.materialize(config, mlflow, version, dest)

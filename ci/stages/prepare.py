@@ -1,7 +1,7 @@
 """Prepare: discover runners, place every platform job, and make one JobSpec per job.
 
 The first stage of every pipeline and of `ci job`; it fails (PlanUnavailable) before any
-work starts when a platform cannot be placed.
+work starts when a platform cannot be placed or its base image is missing on its runner.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ci.adapters import ci_env, inventory
+from ci.adapters import bases, ci_env, inventory
 from ci.core.config import Config
 from ci.core.errors import PlanUnavailable
 from ci.core.jobs import spec_for, with_model
@@ -70,10 +70,12 @@ def build_plan(
     engine: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Plan:
-    """Discover the runners (the only I/O) and place every platform job (pure)."""
+    """Discover the runners, place every platform job (pure), then look each job's base
+    image up on its runner: the only I/O of a plan."""
     env = dict(os.environ if environ is None else environ)
     runners = runners_for(config, engine, env.get("DOCKER_HOST", ""))
-    return make_plan(config, inventory.discover(runners, env), only=only)
+    return bases.check(config, make_plan(config, inventory.discover(runners, env), only=only),
+                       env)
 
 
 def prepare(
@@ -86,13 +88,14 @@ def prepare(
     clock: Clock = utc_now,
     plan: Plan | None = None,
 ) -> Prepared:
-    """Plan (fails before any work if a platform cannot be placed) and one spec per job."""
+    """Plan (fails before any work if a platform cannot be placed or its base image is
+    missing on its runner) and one spec per job."""
     env = dict(os.environ if environ is None else environ)
     if plan is None:
         plan = build_plan(config, only=only, engine=engine, environ=env)
     if not plan.ok:
-        raise PlanUnavailable("; ".join(f"{j.platform}: {j.placement.reason}"
-                                        for j in plan.unavailable))
+        problems = plan.problems()
+        raise PlanUnavailable("; ".join(problems), problems)
     source = ci_env.detect(env, config.root_path)
     rid = run_id or new_run_id(source, clock)
     out = config.state_path / "runs" / rid

@@ -24,10 +24,10 @@ class MlflowTracking:
     """TrackingPort over MLflow (the configured tracking URI, embedded sqlite by default)."""
 
     def train_and_gate(self, config: Config, source: SourceInfo, run_id: str, *,
-                       environ: Mapping[str, str]) -> ModelStageResult:
+                       environ: Mapping[str, str], retrain: str = "") -> ModelStageResult:
         from ci.stages import model
 
-        return model.train_and_gate(config, source, run_id, environ=environ)
+        return model.train_and_gate(config, source, run_id, environ=environ, retrain=retrain)
 
     def materialize(self, config: Config, version: str, *,
                     environ: Mapping[str, str]) -> MaterializedModel:

@@ -56,20 +56,23 @@ def _tree_state(root: Path) -> str:
     return h.hexdigest()
 
 
-def fingerprint(config: Config, source: SourceInfo, platforms: list[str], engine: str) -> str:
-    """Everything that decides what a release would contain."""
+def fingerprint(config: Config, source: SourceInfo, platforms: list[str], engine: str,
+                environ: Mapping[str, str] | None = None) -> str:
+    """Everything that decides what a release would contain (declared env vars included:
+    the model input hash reads them from `environ`)."""
     model_hash = ""
+    command: list[str] = []
     if config.model is not None:
-        from ci.stages.training import input_hash, resolve_command, workdir_of
+        from ci.stages.training import model_inputs, resolve_command
 
-        m = config.model
-        model_hash = input_hash(workdir_of(config, m), m.inputs, m.params,
-                                resolve_command(m.train_command))
+        model_hash = model_inputs(config, environ).digest
+        command = resolve_command(config.model.train_command)  # `python` = this interpreter
     data = {
         "sha": source.sha,
         "tree": _tree_state(config.root_path),
         "config": config.model_dump(mode="json"),
         "model": model_hash,
+        "train_command": command,
         "platforms": sorted(platforms),
         "engine": engine,
     }
@@ -124,7 +127,7 @@ def check(config: Config, source: SourceInfo, platforms: list[str], engine: str,
           force: bool, environ: Mapping[str, str],
           client: RegistryPort) -> tuple[str, ReleaseRecord | None, str]:
     """(fingerprint, the record when nothing needs doing else None, what to report)."""
-    fp = fingerprint(config, source, platforms, engine)
+    fp = fingerprint(config, source, platforms, engine, environ)
     previous = load(config)
     why = "forced" if force else ""
     if not why:

@@ -2,13 +2,13 @@
 
 The run is created here (lineage tags first, so even a crashed training is traceable); the
 command gets MLFLOW_TRACKING_URI + MLFLOW_RUN_ID and its params as MACI_PARAMS (JSON) and
-MACI_PARAM_<NAME>. An input hash over code files, data identity and params lets an
-unchanged rerun reuse the last FINISHED run instead of training again.
+MACI_PARAM_<NAME>. An input hash over code files, data identity, declared env vars and
+params lets an unchanged rerun reuse the last FINISHED run instead of training again; the
+run records one short identity per entry, so the next run can say which entry changed.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -20,75 +20,71 @@ from importlib import metadata
 from pathlib import Path
 
 from ci.adapters import proc
-from ci.adapters.tracking import HTTP_DEFAULTS, Tracking
+from ci.adapters.tracking import HTTP_DEFAULTS, RunRecord, Tracking
+from ci.core import inputs as rules
 from ci.core.config import Config, ModelConfig
 from ci.core.errors import ConfigError, ConfigProblem, StepFailed, ToolMissing
 from ci.core.model import TrainingResult
 from ci.core.results import SourceInfo
+from ci.stages.artifact import handed_off
+from ci.stages.inputs import InputSet, collect
 
-HASH_VERSION = "1"
 INPUT_HASH_TAG = "maci.input_hash"
-SKIP_PARTS = {"__pycache__", ".git", ".maci", "mlruns", ".pytest_cache", ".mypy_cache"}
+INPUT_ENTRIES_TAG = "maci.inputs"  # JSON entry → short identity: says WHICH entry changed
+TAG_LIMIT = 5000  # MLflow's smallest tag value limit across stores
 PYTHON_NAMES = {"python", "python3"}
 LOG_ARTIFACT = "maci/train.log"
 
 
-# ---------------------------------------------------------------- input hash (pure-ish)
-
-
-def _files(workdir: Path, entry: str) -> list[Path]:
-    path = workdir / entry
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        return sorted(
-            p for p in path.rglob("*")
-            if p.is_file() and not SKIP_PARTS.intersection(p.relative_to(workdir).parts)
-            and p.suffix not in {".pyc", ".pyo"}
-        )
-    raise ConfigError([ConfigProblem("model.inputs", entry,
-                                     f"no such file or directory under {workdir}")])
-
-
-def _package_version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        raise ConfigError([ConfigProblem("model.inputs", f"pkg:{name}",
-                                         "no such installed distribution")]) from None
+# ---------------------------------------------------------------- input hash
 
 
 def input_identity(
-    workdir: Path, inputs: Sequence[str], params: Mapping[str, object], command: Sequence[str]
+    workdir: Path, inputs: Sequence[str], params: Mapping[str, object], command: Sequence[str],
+    *, environ: Mapping[str, str] | None = None, root: Path | None = None,
 ) -> dict[str, object]:
-    """What the input hash covers: file contents (by relative path), `pkg:NAME` versions
-    (data shipped inside a package, e.g. scikit-learn's datasets), params and the command."""
-    files: dict[str, str] = {}
-    packages: dict[str, str] = {}
-    for entry in inputs:
-        if entry.startswith("pkg:"):
-            name = entry.removeprefix("pkg:").strip()
-            packages[name] = _package_version(name)
-            continue
-        for path in _files(workdir, entry):
-            rel = path.relative_to(workdir).as_posix() if path.is_relative_to(workdir) else str(path)
-            files[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return {
-        "v": HASH_VERSION,
-        "files": dict(sorted(files.items())),
-        "packages": dict(sorted(packages.items())),
-        "params": {k: params[k] for k in sorted(params)},
-        "command": list(command),
-    }
+    """What the input hash covers: file contents (by relative path, from files, folders and
+    globs), `env:NAME` values (hashed), `pkg:NAME` versions, params and the command."""
+    return collect(workdir, inputs, params, command, root=root, environ=environ).identity
 
 
 def input_hash(
-    workdir: Path, inputs: Sequence[str], params: Mapping[str, object], command: Sequence[str]
+    workdir: Path, inputs: Sequence[str], params: Mapping[str, object], command: Sequence[str],
+    *, environ: Mapping[str, str] | None = None, root: Path | None = None,
 ) -> str:
     """sha256 of `input_identity`, canonical JSON (so key order and dict order never matter)."""
-    identity = input_identity(workdir, inputs, params, command)
-    blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return collect(workdir, inputs, params, command, root=root, environ=environ).digest
+
+
+def model_inputs(config: Config, environ: Mapping[str, str] | None = None) -> InputSet:
+    """The project's model inputs as the training sees them (its environ, its workdir),
+    inside the project root, without the files the model handoff wrote."""
+    model = _model(config)
+    return collect(workdir_of(config, model), model.inputs, model.params, model.train_command,
+                   root=config.root_path, environ=environ,
+                   skip=[config.state_path, *handed_off(config)])
+
+
+def entries_tag(entries: Mapping[str, str]) -> str:
+    """The per-entry identities as a run tag; params collapse into one if it gets too long."""
+    text = json.dumps(dict(sorted(entries.items())), separators=(",", ":"))
+    if len(text) <= TAG_LIMIT:
+        return text
+    kept = {k: v for k, v in entries.items() if not k.startswith("params.")}
+    kept["params"] = rules.short({k: v for k, v in entries.items() if k.startswith("params.")})
+    text = json.dumps(dict(sorted(kept.items())), separators=(",", ":"))
+    return text if len(text) <= TAG_LIMIT else "{}"
+
+
+def recorded_entries(tags: Mapping[str, str]) -> dict[str, str] | None:
+    """The per-entry identities a run recorded (None: it recorded none, or unreadable)."""
+    try:
+        data = json.loads(tags[INPUT_ENTRIES_TAG])
+    except (KeyError, ValueError):
+        return None
+    if not isinstance(data, dict) or not data:
+        return None
+    return {str(k): str(v) for k, v in data.items()}
 
 
 # ---------------------------------------------------------------- lineage and environment
@@ -148,26 +144,34 @@ def train(
     pipeline_run_id: str,
     *,
     environ: Mapping[str, str] | None = None,
+    retrain: str = "",
 ) -> TrainingResult:
-    """Reuse the newest FINISHED run with the same input hash, else train in a new run.
+    """Reuse the newest FINISHED run with the same input hash, else train in a new run;
+    `retrain` (the flag's name, e.g. '--retrain') trains even when the hash is unchanged.
 
     A failed command marks the run FAILED and raises StepFailed (exit code, stdout, stderr).
     """
     started = time.monotonic()
     model = _model(config)
     workdir = workdir_of(config, model)
-    digest = input_hash(workdir, model.inputs, model.params, model.train_command)
+    found = model_inputs(config, environ)
+    digest = found.digest
     experiment_id = tracking.experiment_id(model.experiment or config.project.name)
-    if model.inputs:
-        for run in tracking.find_runs(experiment_id, {INPUT_HASH_TAG: digest}):
-            return TrainingResult(
-                run_id=run.run_id, experiment_id=experiment_id, input_hash=digest, reused=True,
-                metrics=run.metrics, params=run.params, command=list(model.train_command),
-                overhead_seconds=round(time.monotonic() - started, 3),
-                message=f"reused run {run.run_id}: same input hash {digest[:12]}, no retraining",
-            )
+    same = tracking.find_runs(experiment_id, {INPUT_HASH_TAG: digest}) if model.inputs else []
+    if same and not retrain:
+        run = same[0]
+        reason = rules.reuse_reason(run.run_id, digest)
+        return TrainingResult(
+            run_id=run.run_id, experiment_id=experiment_id, input_hash=digest, reused=True,
+            metrics=run.metrics, params=run.params, command=list(model.train_command),
+            overhead_seconds=round(time.monotonic() - started, 3), message=reason,
+            reason=reason,
+        )
+    reason = _retrain_reason(tracking, experiment_id, model, found, retrain, same)
     argv = resolve_command(model.train_command)
     tags = lineage_tags(source, pipeline_run_id, digest) | {
+        INPUT_ENTRIES_TAG: entries_tag(found.entries),
+        "maci.train.reason": reason,
         "maci.train.command": json.dumps(argv),
         "maci.train.python": platform.python_version(),
         "maci.train.executable": argv[0] if argv else "",
@@ -224,8 +228,21 @@ def train(
         metrics=run.metrics, params=run.params, command=argv,
         script_seconds=round(script_seconds, 3),
         overhead_seconds=round(total - script_seconds, 3),
-        message=f"trained run {run_id} (input hash {digest[:12]}); the script took"
-                f" {script_seconds:.1f} s",
+        message=f"{reason}: run {run_id} (input hash {digest[:12]}); the script took"
+                f" {script_seconds:.1f} s", reason=reason,
+    )
+
+
+def _retrain_reason(tracking: Tracking, experiment_id: str, model: ModelConfig,
+                    found: InputSet, retrain: str, same: Sequence[RunRecord]) -> str:
+    """Why this run trains, naming the entries that changed since the newest finished run."""
+    if not model.inputs and not retrain:
+        return "trained: model.inputs is empty, so nothing proves an earlier run still fits"
+    previous = same[0] if same else next(iter(tracking.find_runs(experiment_id, {})), None)
+    return rules.retrain_reason(
+        forced_by=retrain, previous_run=previous.run_id if previous else None,
+        previous_entries=recorded_entries(previous.tags) if previous else None,
+        current=found.entries, same_hash=bool(same),
     )
 
 

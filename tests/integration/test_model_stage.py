@@ -7,6 +7,7 @@ Outcomes are checked with a plain MlflowClient, independent of our adapter.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -277,11 +278,13 @@ def test_materialize_puts_exactly_the_registered_version_in_the_build_context(
     registered = json.loads((tmp_path / "model" / "registered.json").read_text())
     assert registered["version"] == got.version == "1"
     assert registered["run_id"] == result.training.run_id
-    assert got.build_args() == {"MODEL_NAME": name, "MODEL_VERSION": "1",
-                                "MODEL_URI": f"models:/{name}/1"}
     original = client.download_artifacts(result.training.run_id, "serving/model.json",
                                          str(tmp_path))
     assert Path(original).read_bytes() == (tmp_path / "model" / "model.json").read_bytes()
+    sha = hashlib.sha256(Path(original).read_bytes()).hexdigest()
+    assert client.get_model_version(name, "1").tags["maci.model.sha256"] == sha == got.sha256
+    assert got.build_args() == {"MODEL_NAME": name, "MODEL_VERSION": "1",
+                                "MODEL_URI": f"models:/{name}/1", "MODEL_SHA256": sha}
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["model.json",
                                                                       "registered.json"]
 

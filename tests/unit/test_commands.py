@@ -85,6 +85,8 @@ def test_job_writes_one_platform_result_with_the_model_embedded(config: Config,
     assert PlatformResult.model_validate_json(out.read_text()) == result
     assert fakes.tracking.calls == ["materialize"]
     assert fakes.registry.writes == []  # a leg pushes by digest only: no tag, no index
+    spec = fakes.engines.released["linux/amd64"]  # the same handoff as `ci run`
+    assert spec.build_args["MODEL_SHA256"] == spec.labels["dev.maci.model.sha256"] == "0" * 64
 
 
 def test_job_refuses_bad_input_before_any_work(config: Config) -> None:
@@ -101,3 +103,5 @@ def test_train_gates_through_the_tracking_port(config: Config) -> None:
     result = run_train(config, ENV, tracking=fakes.tracking)
     assert result.passed and fakes.tracking.calls == ["train_and_gate"]
     assert fakes.tracking.promoted == []  # `ci train` never moves the alias
+    run_train(config, ENV, tracking=fakes.tracking, retrain=True)
+    assert fakes.tracking.retrain == ["", "--retrain"]

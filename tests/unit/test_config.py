@@ -204,3 +204,51 @@ def test_fuzzed_environment_never_crashes(environ: dict[str, str]) -> None:
         json.dumps(c.model_dump(mode="json"))
     except ConfigError as exc:
         assert exc.lines()
+
+
+MODEL = MINIMAL + '\n[model]\ntrain_command = "python train.py"\nregistered_model = "m"\n'
+
+
+def test_the_model_artifact_defaults_keep_the_example_working() -> None:
+    art = cfg.loads(MODEL).model.artifact  # type: ignore[union-attr]
+    assert (art.source, art.artifact_path, art.dest) == ("run", "serving/model.json", "model")
+    assert art.describe() == "run:serving/model.json"
+    wine = cfg.load(EXAMPLE, {}, EXAMPLE.parent).model
+    assert wine is not None and wine.artifact.describe() == "run:serving/model.json"
+
+
+def test_the_mlflow_model_directory_is_the_whole_model_by_default() -> None:
+    art = cfg.loads(MODEL + '[model.artifact]\nsource = "model"\n').model.artifact  # type: ignore[union-attr]
+    assert art.artifact_path == "" and art.describe() == "model:"
+
+
+@pytest.mark.parametrize("dest", ["../model", "/srv/model", "a/../../b", ".", "./"])
+def test_an_artifact_dest_outside_the_build_context_is_a_config_error(dest: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        cfg.loads(MODEL + f'[model.artifact]\ndest = "{dest}"\n')
+    (problem,) = info.value.problems
+    assert (problem.path, problem.value) == ("model.artifact.dest", dest)
+    assert "build.context" in problem.reason
+    assert info.value.exit_code == 2
+
+
+@pytest.mark.parametrize("path", ["../secrets.txt", "/etc/passwd"])
+def test_an_artifact_path_must_stay_in_the_runs_artifacts(path: str) -> None:
+    lines = problems(MODEL + f'[model.artifact]\npath = "{path}"\n')
+    assert len(lines) == 1 and "model.artifact.path" in lines[0]
+
+
+def test_a_run_artifact_needs_a_path() -> None:
+    lines = problems(MODEL + '[model.artifact]\npath = ""\n')
+    assert len(lines) == 1 and "needs a path" in lines[0]
+
+
+def test_the_artifact_dest_can_be_overridden_from_the_environment() -> None:
+    c = cfg.loads(MODEL, environ={"MACI_MODEL__ARTIFACT__DEST": "build/model/"})
+    assert c.model is not None and c.model.artifact.dest == "build/model"
+
+
+def test_model_inputs_accept_env_and_glob_entries() -> None:
+    c = cfg.loads(MODEL.replace('registered_model = "m"\n', 'registered_model = "m"\n'
+                  'inputs = ["train.py", "data/*.csv", "env:FEATURES", "pkg:scikit-learn"]\n'))
+    assert c.model is not None and c.model.inputs[2] == "env:FEATURES"

@@ -122,7 +122,20 @@ def test_release_builds_embed_the_gated_model(config: Config, fakes: Fakes) -> N
     """The image a release pushes must carry the version the gate passed, not the champion."""
     release.pipeline(handle(config, fakes))
     for p in (AMD, ARM):
-        assert fakes.engines.released[p].build_args["MODEL_VERSION"] == "7"
+        spec = fakes.engines.released[p]
+        assert spec.build_args["MODEL_VERSION"] == "7"
+        assert spec.build_args["MODEL_SHA256"] == "0" * 64  # what materialize checked
+        assert spec.labels["dev.maci.model.version"] == "7"
+        assert spec.labels["dev.maci.model.sha256"] == "0" * 64
+
+
+@pytest.mark.parametrize(("force", "retrain"), [(True, "--force"), (False, "")])
+def test_force_really_retrains(config: Config, fakes: Fakes, force: bool, retrain: str) -> None:
+    """`ci run --force` reaches the model stage too: a new training run, not a reused one."""
+    run = Release(config=config, environ=ENV, ports=fakes.ports(), force=force)
+    run.plan()
+    run.model_and_platform_jobs()
+    assert fakes.tracking.retrain == [retrain]
 
 
 def _tests_fail(f: Fakes) -> None:

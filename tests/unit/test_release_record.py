@@ -71,3 +71,19 @@ def test_record_round_trip(tmp_path: Path) -> None:
     assert release_record.load(conf) == rec
     release_record.path_for(conf).write_text("{garbled")
     assert release_record.load(conf) is None
+
+
+def test_a_declared_env_var_changes_the_fingerprint(tmp_path: Path) -> None:
+    """`ci run` must not answer UP TO DATE when an env var the training reads changed."""
+    root = repo(tmp_path)
+    (root / "ci.toml").write_text(CONFIG + '\n[model]\ntrain_command = "python app.py"\n'
+                                  'registered_model = "m"\ninputs = ["app.py", "env:FEATURES"]\n')
+    conf = cfg.load(root / "ci.toml", {}, root)
+
+    def with_env(environ: dict[str, str]) -> str:
+        return release_record.fingerprint(conf, SourceInfo(sha="abc"), ["linux/amd64"],
+                                          "docker", environ)
+
+    assert with_env({"FEATURES": "1"}) == with_env({"FEATURES": "1", "OTHER": "x"})
+    assert with_env({"FEATURES": "1"}) != with_env({"FEATURES": "2"})
+    assert with_env({}) != with_env({"FEATURES": ""})
