@@ -32,5 +32,9 @@ YAML
   echo "registry: http://127.0.0.1:${REG_PORT} (pid $(cat "$REG_PID"), data $REG_DIR/data)"
 fi
 
+# The bases also in the registry: a Dagger engine pulls them from there
+# (MACI_BUILD__BASE_IMAGE=127.0.0.1:5000/maci/python:bookworm-{debian_arch} ci run --engine dagger).
+bash scripts/push-bases.sh "127.0.0.1:${REG_PORT}" >/dev/null
+
 cd examples/wine
 exec ../../.venv/bin/ci run release "$@"
