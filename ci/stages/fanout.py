@@ -144,12 +144,14 @@ async def execute_async(
 
 def execute_dagger(prepared: Prepared, config: Config,
                    environ: Mapping[str, str]) -> list[PlatformResult]:
-    """Every spec through Dagger: one session (child process) per runner host."""
+    """Every spec through Dagger: one session (child process) per runner host, which also
+    smoke-tests its passed platforms when [smoke] is configured (see PlatformResult.smoke)."""
     from ci.adapters.engines.dagger_routing import Options, run_jobs_dagger_sync
 
     plan = prepared.plan
     return run_jobs_dagger_sync(
         prepared.specs, plan.runners, dict(environ),
-        options=Options(auth=config.publish.auth, insecure=config.publish.insecure),
+        options=Options(auth=config.publish.auth, insecure=config.publish.insecure,
+                        smoke=config.smoke),
         replace=qemu_fallback(plan.runners, plan.fallback),
     )

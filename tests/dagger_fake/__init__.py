@@ -26,6 +26,7 @@ import graphql
 from tests.dagger_fake.engine import FailRule, FakeEngine, Recorded, junit_xml
 from tests.dagger_fake.server import FakeServer
 from tests.dagger_fake.server import load_schema as _load_schema_file
+from tests.dagger_fake.service import ServeRule, StandIn
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_ENV = "MACI_DAGGER_SCHEMA"
@@ -34,7 +35,8 @@ REPO_SCHEMA = REPO_ROOT / "tests" / "data" / "dagger" / "schema-v0.21.8.reduced.
 CLI_SCRIPT = Path(__file__).with_name("cli.py")
 
 __all__ = ["CLI_SCRIPT", "REPO_SCHEMA", "SCHEMA_ENV", "SHARED_SCHEMA", "FailRule", "FakeEngine",
-           "FakeServer", "Recorded", "calls", "junit_xml", "load_schema", "schema_path"]
+           "FakeServer", "Recorded", "ServeRule", "StandIn", "calls", "junit_xml", "load_schema",
+           "schema_path"]
 
 
 def schema_path(environ: Mapping[str, str] | None = None, *, shared: Path = SHARED_SCHEMA,

@@ -4,6 +4,8 @@ Objects are immutable call chains (`Obj`); their IDs are `Type:hash` of the chai
 same pipeline gets the same IDs and `node(id:)` can reload what an earlier query built.
 Evaluation is lazy like the real engine: execs "run" only when a leaf (stdout, sync,
 publish, contents...) is asked for, and fail with an EXEC_ERROR when a rule says so.
+Services: `Host.tunnel(service).start` starts a stand-in HTTP server on a host port
+(tests.dagger_fake.service, answering by the `ServeRule`s), `endpoint` names it, `stop` stops it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from graphql import (
     is_abstract_type,
     is_object_type,
 )
+
+from tests.dagger_fake.service import ServeRule, StandIn
 
 ENGINE_VERSION = "v0.21.8"
 DEFAULT_PLATFORM = "linux/amd64"
@@ -128,6 +132,17 @@ class FakeEngine:
         # runner host → the `defaultPlatform` its sessions answer ("" = the default engine:
         # the `dagger run` session and CLI sessions without _EXPERIMENTAL_DAGGER_RUNNER_HOST)
         self.default_platforms: dict[str, str] = {}
+        self.serve_rules: list[ServeRule] = []  # how tunnelled services answer, by platform
+        self.stand_ins: list[StandIn] = []  # every tunnel started, in order
+        self.stopped: list[str] = []  # ids of every Service `stop` was asked of
+        self._running: dict[str, StandIn] = {}  # tunnel id → its running stand-in
+
+    def close(self) -> None:
+        """Shut down stand-ins a test left running (not recorded as stopped)."""
+        with self.lock:
+            running, self._running = list(self._running.values()), {}
+        for stand_in in running:
+            stand_in.close()
 
     # ------------------------------------------------------------ sessions
 
@@ -257,6 +272,8 @@ class FakeEngine:
                 Path(args["path"]).write_text(text)
                 return args["path"]
             return text
+        if parent.type_name == "Service" and name in {"start", "stop", "endpoint"}:
+            return self._service(parent, name, args, token)
         if name == "plaintext":
             raise GraphQLError("fake engine: the pipeline should never read a secret back")
         if name == "version":
@@ -269,6 +286,61 @@ class FakeEngine:
             return next(iter(named.values.values())).value
         return {"String": "", "Int": 0, "Float": 0.0, "Boolean": False, "ID": parent.id,
                 "Void": None, "JSON": "{}", "Platform": DEFAULT_PLATFORM}.get(named.name, "")
+
+    # ------------------------------------------------------------ services
+
+    def _service(self, parent: Obj, name: str, args: dict[str, Any], token: str) -> Any:
+        """start/stop/endpoint of a Service; a host tunnel is served by a StandIn."""
+        tunnel = next((a for n, a in reversed(parent.steps()) if n == "tunnel"), None)
+        if name == "stop":
+            with self.lock:
+                self.stopped.append(parent.id)
+                stand_in = self._running.pop(parent.id, None)
+            if stand_in is not None:
+                stand_in.stop()
+            return self._register(parent)
+        if tunnel is None:  # a container's own service: only what a test may ask of it
+            if name == "start":
+                self.evaluate(parent)
+                return self._register(parent)
+            port = next((a["port"] for n, a in parent.steps() if n == "withExposedPort"), None)
+            if port is None:
+                raise GraphQLError("fake engine: the service exposes no port")
+            return f"{args.get('scheme') or 'tcp'}://svc-{parent.id[8:20]}:{port}"
+        if name == "start":
+            if parent.id not in self._running:
+                self._start_tunnel(parent, tunnel, token)
+            return self._register(parent)
+        stand_in = self._running.get(parent.id)
+        if stand_in is None:
+            raise GraphQLError("fake engine: endpoint of a tunnel that was not started")
+        where = f"localhost:{stand_in.port}"
+        return f"{args['scheme']}://{where}" if args.get("scheme") else where
+
+    def _start_tunnel(self, tunnel_obj: Obj, tunnel: dict[str, Any], token: str) -> None:
+        """What the real engine checks before traffic flows: a known service made with
+        asService from an image, and a forwarded port it exposes; then the stand-in serves."""
+        backing = self.objects.get(tunnel["service"])
+        if backing is None:
+            raise GraphQLError(f"fake engine: unknown service {tunnel['service']!r}")
+        steps = backing.steps()
+        if not any(n == "asService" for n, _ in steps):
+            raise GraphQLError("fake engine: tunnel to something that is not a container service")
+        exposed = {a["port"] for n, a in steps if n == "withExposedPort"}
+        forwards = [int(p["backend"]) for p in tunnel.get("ports") or []] or sorted(exposed)
+        if not forwards or not set(forwards) <= exposed:
+            raise GraphQLError(f"fake engine: tunnel ports {forwards} are not exposed "
+                               f"by the service (exposed: {sorted(exposed)})")
+        state = self.evaluate(backing)
+        address = next((a["address"] for n, a in reversed(steps) if n == "from"), "")
+        rule = next((r for r in self.serve_rules if r.platform in (None, state.platform)),
+                    ServeRule())
+        if rule.fail_start:
+            raise ExecErrorSignal(["/entrypoint"], 1, "", rule.fail_start)
+        stand_in = StandIn(state.platform, address, forwards[0], rule, token).start()
+        with self.lock:
+            self.stand_ins.append(stand_in)
+            self._running[tunnel_obj.id] = stand_in
 
     # ------------------------------------------------------------ evaluation
 

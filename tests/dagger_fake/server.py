@@ -90,6 +90,7 @@ class FakeServer:
         return self
 
     def stop(self) -> None:
+        self.engine.close()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)

@@ -105,27 +105,3 @@ def test_ci_run_engine_dagger_without_an_engine_exits_1_fast(tmp_path: Path) -> 
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "dagger" in lines[0].lower(), proc.stderr
 
-
-def test_a_configured_smoke_gate_is_never_skipped_under_dagger(
-    dagger_fake: DaggerFake, registry: Registry, tmp_path: Path
-) -> None:
-    """[smoke] cannot run on the Dagger engine yet: the verdict says so and nothing moves."""
-    repo = "dagger/smoked"
-    image = f"{registry.host}/{repo}"
-    dagger_fake.engine.publish_digests = {
-        "linux-amd64": push_tiny_image(registry.url, repo, "linux/amd64"),
-        "linux-arm64": push_tiny_image(registry.url, repo, "linux/arm64")}
-    project = make_service(tmp_path / "svc", image)
-    with (project / "ci.toml").open("a") as f:
-        f.write("\n[smoke]\nrequests = 5\n")
-    env = {**clean_environ(), **dagger_fake.session_env(), "PATH": "/usr/bin:/bin"}
-    env = {k: v for k, v in env.items() if not k.startswith(("MACI_", "GITHUB_", "GITLAB_"))}
-    proc = subprocess.run([sys.executable, "-m", "pipelines.release", "--json"], cwd=project,
-                          env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    out = json.loads(proc.stdout)
-    assert out["verdict"]["passed"] is False and out["published"] is None
-    assert out["verdict"]["reasons"] == [
-        "smoke: [smoke] is configured but the dagger engine cannot run the serving image yet; "
-        "run with --engine docker or remove [smoke]"]
-    assert registry.tags(repo) == [] and registry.indexes(repo) == []

@@ -4,7 +4,9 @@ Same steps and results as the Docker engine: build the test stage (or start from
 image with the source mounted), run the tests with a pip cache volume and read the JUnit
 file back, build the release stage with `Directory.docker_build(platform=...)`, publish by
 digest. The SDK connection is process-wide, so this class serves ONE engine; several runner
-hosts are `ci.engines.dagger_routing` (one child process each).
+hosts are `ci.engines.dagger_routing` (one child process each). With a [smoke] config,
+`smoke_passed` then runs each passed platform's image by that digest as a Dagger service in
+the same session (`ci.engines.dagger_smoke`), one at a time, and the result carries it.
 
 Push by digest: `Container.publish` needs an address with a tag and would use `latest`
 without one, moving a tag users pull. We publish under a run-unique `maci-tmp-<run>-<platform>`
@@ -15,6 +17,7 @@ a registry client is given; the release index is assembled from digests by `ci.s
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import secrets
 import time
@@ -28,6 +31,7 @@ import anyio
 from ci.adapters.engines import dagger_session as ds
 from ci.adapters.registry import Credentials, ImageRef, RegistryClient
 from ci.core import junit, platforms
+from ci.core.config import SmokeConfig
 from ci.core.errors import EngineError, RegistryError, StepFailed
 from ci.core.plan import DEFAULT_RUNNER
 from ci.core.redact import redact, register
@@ -115,10 +119,11 @@ class DaggerEngine:
         registry: RegistryClient | None = None,
         environ: Mapping[str, str] | None = None,
         connect_timeout: float = ds.DEFAULT_CONNECT_TIMEOUT,
+        smoke: SmokeConfig | None = None,
     ) -> None:
         self.runner, self.host = runner, host
         self.credentials, self.registry = credentials, registry
-        self.environ = environ
+        self.environ, self.smoke = environ, smoke
         self.connect_timeout = connect_timeout
         self._lock: anyio.Lock | None = None
         if credentials:
@@ -171,6 +176,29 @@ class DaggerEngine:
             ref = await publish_variants(f"{specs[0].image}:{tag}", built)
             await self._drop_temp_tag(specs[0].image, tag)
             return results, ref
+
+    async def smoke_passed(self, specs: Sequence[JobSpec], results: Sequence[PlatformResult]
+                           ) -> list[PlatformResult]:
+        """Each passed platform's smoke test, by its digest, on this engine (the one that
+        built it), carried in its result. One at a time and after every job of the session,
+        as on Docker, so the latencies are not skewed by builds or by each other."""
+        from ci.adapters.engines.dagger_smoke import smoke_service
+
+        config = self.smoke
+        if config is None:
+            return list(results)
+        out: list[PlatformResult] = []
+        async with self.session():
+            for spec, result in zip(specs, results, strict=True):
+                reference = result.reference
+                if result.ok and reference is not None:
+                    smoke = await smoke_service(
+                        platform=result.platform, placement=result.placement,
+                        reference=reference, config=config,
+                        prepare=functools.partial(self._with_auth, spec=spec))
+                    result = result.model_copy(update={"smoke": smoke})
+                out.append(result)
+        return out
 
     # ------------------------------------------------------------------ steps
 

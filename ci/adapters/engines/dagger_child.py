@@ -6,6 +6,9 @@ registry username and the NAME of the password variable, never the password) com
 stdin as JSON; the PlatformResults, or one error (its ci.core.errors class and that class's
 fields, see ChildError), go to OUT.json. A `probe` request runs no jobs: it asks the engine
 its `defaultPlatform` and version (what the plan calls the runner's native platform).
+A request with a `smoke` config has each passed platform smoke-tested in this same session
+after its jobs (the engine that built an image runs it), the result carried in its
+PlatformResult.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ci.adapters.engines import dagger_session as ds
 from ci.core import errors
-from ci.core.config import PublishConfig, RegistryAuth
+from ci.core.config import PublishConfig, RegistryAuth, SmokeConfig
 from ci.core.errors import (
     MISSING,
     CIError,
@@ -35,7 +38,7 @@ from ci.core.errors import (
 from ci.core.redact import redact
 from ci.core.results import JobSpec, PlatformResult
 
-CHILD_SCHEMA = 3  # 2: ChildError carries the fields of its class; 3: probe requests
+CHILD_SCHEMA = 4  # 2: ChildError carries the fields of its class; 3: probe requests; 4: smoke
 OUTPUT_TAIL = 20_000  # characters of a failed step's stdout/stderr sent back to the parent
 __all__ = ["ChildError", "ChildProblem", "ChildRequest", "ChildResponse", "error_from", "main", "serve"]
 
@@ -54,6 +57,7 @@ class ChildRequest(BaseModel):
     connect_timeout: float = ds.DEFAULT_CONNECT_TIMEOUT
     index: bool = False
     probe: bool = False  # no jobs: answer the engine's defaultPlatform and version
+    smoke: SmokeConfig | None = None  # smoke-test each passed platform in this session
 
 
 class ChildProblem(BaseModel):
@@ -158,7 +162,8 @@ async def serve(request: ChildRequest) -> ChildResponse:
         publish = PublishConfig(auth=request.auth, insecure=request.insecure)
         registry = RegistryClient.for_image(request.specs[0].image, publish, os.environ)
     engine = DaggerEngine(request.runner, request.host, credentials=credentials,
-                          registry=registry, connect_timeout=request.connect_timeout)
+                          registry=registry, connect_timeout=request.connect_timeout,
+                          smoke=request.smoke)
     watchdog = _watchdog(request)
     try:
         async with engine.session():
@@ -167,6 +172,7 @@ async def serve(request: ChildRequest) -> ChildResponse:
                 return await _probe(request.host)
             if request.index:
                 results, index = await engine.run_jobs_one_engine(request.specs)
+                results = await engine.smoke_passed(request.specs, results)
                 return ChildResponse(results=results, index=index)
             slots: list[PlatformResult | None] = [None] * len(request.specs)
             limiter = anyio.CapacityLimiter(max(1, request.capacity))
@@ -178,7 +184,8 @@ async def serve(request: ChildRequest) -> ChildResponse:
             async with anyio.create_task_group() as tg:
                 for i, spec in enumerate(request.specs):
                     tg.start_soon(one, i, spec)
-            return ChildResponse(results=[r for r in slots if r is not None])
+            done = [r for r in slots if r is not None]
+            return ChildResponse(results=await engine.smoke_passed(request.specs, done))
     finally:
         watchdog.cancel()
         if registry is not None:

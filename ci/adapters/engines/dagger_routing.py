@@ -5,7 +5,8 @@ ssh://, image://...) gets its own `python -m ci.engines.dagger_child` with
 _EXPERIMENTAL_DAGGER_RUNNER_HOST set for it; the default engine's child has no runner host
 and reuses a `dagger run` session when there is one. Placements come from the plan
 (native, or emulated on the default engine when the fallback allows); the results are the
-same PlatformResults the Docker engine returns, merged by `ci.publish`. At plan time
+same PlatformResults the Docker engine returns, merged by `ci.publish` (with [smoke], each
+passed one carries the smoke test its child ran in the same session). At plan time
 `probe_engine` asks each engine its defaultPlatform the same way, in a short child of its own.
 """
 
@@ -23,7 +24,8 @@ import anyio
 from ci.adapters import proc
 from ci.adapters.engines import dagger_session as ds
 from ci.adapters.engines.dagger_child import CHILD_SCHEMA, ChildRequest, ChildResponse, error_from
-from ci.core.config import RegistryAuth
+from ci.adapters.engines.dagger_smoke import budget
+from ci.core.config import RegistryAuth, SmokeConfig
 from ci.core.errors import EngineError, EngineUnreachable, PlanUnavailable, StepFailed, UsageError
 from ci.core.plan import DEFAULT_RUNNER, RunnerInfo
 from ci.core.results import JobSpec, PlatformResult
@@ -43,6 +45,7 @@ class Options:
     cleanup_tmp_tags: bool = True
     connect_timeout: float = ds.DEFAULT_CONNECT_TIMEOUT
     python: str = sys.executable
+    smoke: SmokeConfig | None = None  # each child smoke-tests its passed platforms
 
 
 @dataclass
@@ -90,7 +93,9 @@ def check_groups(groups: Sequence[RunnerGroup], environ: Mapping[str, str]) -> N
 
 
 def _deadline(group: RunnerGroup, options: Options) -> float:
-    return options.connect_timeout + sum(s.test_timeout + BUILD_BUDGET for _, s in group.jobs)
+    smoke = budget(options.smoke) if options.smoke is not None else 0.0
+    return options.connect_timeout + sum(s.test_timeout + BUILD_BUDGET + smoke
+                                         for _, s in group.jobs)
 
 
 def _call_child(request: ChildRequest, environ: Mapping[str, str], python: str,
@@ -132,7 +137,7 @@ def _run_child(group: RunnerGroup, environ: Mapping[str, str], options: Options,
         runner=group.runner, host=group.host, capacity=group.capacity,
         specs=[s for _, s in group.jobs], auth=options.auth, insecure=options.insecure,
         cleanup_tmp_tags=options.cleanup_tmp_tags, connect_timeout=options.connect_timeout,
-        index=index,
+        index=index, smoke=options.smoke,
     )
     response = _call_child(request, environ, options.python, _deadline(group, options),
                            [s.output_dir for _, s in group.jobs])
