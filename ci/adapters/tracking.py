@@ -212,6 +212,36 @@ class Tracking:
         with translating(f"log artifact {path}"):
             self.client.log_text(run_id, text, path)
 
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float]) -> None:
+        """Metrics a script wrote to MACI_OUTPUT_DIR/metrics.json, at step 0, in batches."""
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        with translating("log metrics"):
+            for start in range(0, len(items), 500):
+                self.client.log_batch(run_id, metrics=items[start:start + 500])
+
+    def log_artifacts(self, run_id: str, folder: Path) -> None:
+        """A folder's files as run artifacts at the same relative paths."""
+        with translating(f"log artifacts of {folder.name}"):
+            self.client.log_artifacts(run_id, str(folder))
+
+    def log_model_dir(self, run_id: str, experiment_id: str, folder: Path, name: str) -> str:
+        """A READY logged model of the run from `folder` (what `register` needs), for a
+        script that logged files but no MLflow model; returns its id."""
+        from mlflow.entities import LoggedModelOutput
+
+        with translating(f"log model {name!r}"):
+            model = self.client.create_logged_model(experiment_id, name=name,
+                                                    source_run_id=run_id)
+            self.client.log_model_artifacts(model.model_id, str(folder))
+            self.client.finalize_logged_model(model.model_id, "READY")
+            self.client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+        return str(model.model_id)
+
     def finish_run(self, run_id: str, status: str) -> None:
         with translating(f"mark run {status}"):
             self.client.set_terminated(run_id, status)

@@ -27,6 +27,7 @@ from pydantic import (
 
 from ci.core import platforms
 from ci.core.errors import MISSING, ConfigError, ConfigProblem, PlatformError
+from ci.core.training_config import Interpreter, TrainContainerConfig
 
 ENV_PREFIX = "MACI_"
 CONFIG_FILE = "ci.toml"
@@ -236,6 +237,9 @@ class ModelConfig(_Model):
     thresholds: dict[str, MetricThresholdConfig] = Field(default_factory=dict)
     timeout_seconds: float = Field(default=1800, gt=0)
     artifact: ModelArtifactConfig = Field(default_factory=ModelArtifactConfig)
+    python: Interpreter | None = None  # `python` in train_command; default: the project .venv
+    container: TrainContainerConfig | None = None  # train in this Dockerfile target instead
+    check_command: Command = Field(default_factory=list)  # loads the model in each image
 
 
 class RegistryAuth(_Model):

@@ -93,6 +93,7 @@ def spec_for(
         test_env=dict(config.test.env),
         junit_path=config.test.junit_path,
         test_timeout=config.test.timeout_seconds,
+        model_check=list(config.model.check_command) if config.model else [],
         build_args=build_args,
         labels=labels_for(config, source, run_id, str(platform), created),
         ca_bundle=ca,

@@ -48,6 +48,7 @@ class JobSpec(Frozen):
     test_env: dict[str, str] = Field(default_factory=dict)
     junit_path: str = "/tmp/maci-junit.xml"
     test_timeout: float = 1800
+    model_check: list[str] = Field(default_factory=list)  # [model] check_command, release image
     build_args: dict[str, str] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
     ca_bundle: str | None = None

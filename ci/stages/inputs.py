@@ -55,9 +55,16 @@ def env_identity(name: str, environ: Mapping[str, str]) -> str | None:
     return hashlib.pbkdf2_hmac("sha256", value.encode(), salt, ENV_ROUNDS).hex()
 
 
-def _package_version(entry: str) -> str:
+def _package_version(entry: str, packages: Mapping[str, str] | None, seen_by: str) -> str:
+    """The version ci's interpreter sees, or the one `packages` (read by the training
+    interpreter or image, named by `seen_by`) holds: what the training really imports."""
+    name = rules.entry_name(entry)
+    if packages is not None:
+        if name in packages:
+            return packages[name]
+        raise _problem(entry, f"no such installed distribution in {seen_by or 'the training'}")
     try:
-        return metadata.version(rules.entry_name(entry))
+        return metadata.version(name)
     except metadata.PackageNotFoundError:
         raise _problem(entry, "no such installed distribution") from None
 
@@ -128,15 +135,18 @@ def collect(
     root: Path | None = None,
     environ: Mapping[str, str] | None = None,
     skip: Iterable[Path] = (),
+    packages: Mapping[str, str] | None = None,
+    seen_by: str = "",
 ) -> InputSet:
     """Read every entry once; `skip` drops what we write ourselves (the handed-off model,
-    the state dir) from folder and glob entries, so a release never changes the hash."""
+    the state dir) from folder and glob entries, so a release never changes the hash;
+    `packages` are `pkg:` versions as the training interpreter sees them (None: ci's)."""
     workdir = workdir.resolve()
     top = (root or workdir).resolve()
     env = os.environ if environ is None else environ
     skipped = frozenset(p.resolve() for p in skip)
     files: dict[str, str] = {}
-    packages: dict[str, str] = {}
+    pkgs: dict[str, str] = {}
     envs: dict[str, str | None] = {}
     entries: dict[str, str] = {}
     for entry in inputs:
@@ -148,8 +158,8 @@ def collect(
             continue
         if kind == "pkg":
             name = rules.entry_name(entry)
-            packages[name] = _package_version(entry)
-            entries[f"pkg:{name}"] = rules.short(packages[name])
+            pkgs[name] = _package_version(entry, packages, seen_by)
+            entries[f"pkg:{name}"] = rules.short(pkgs[name])
             continue
         mine: dict[str, str] = {}
         for match in _matches(workdir, top, entry):
@@ -164,7 +174,7 @@ def collect(
     identity: dict[str, object] = {
         "v": HASH_VERSION,
         "files": dict(sorted(files.items())),
-        "packages": dict(sorted(packages.items())),
+        "packages": dict(sorted(pkgs.items())),
         "params": {k: params[k] for k in sorted(params)},
         "command": list(command),
     }

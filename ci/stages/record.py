@@ -63,10 +63,10 @@ def fingerprint(config: Config, source: SourceInfo, platforms: list[str], engine
     model_hash = ""
     command: list[str] = []
     if config.model is not None:
-        from ci.stages.training import model_inputs, resolve_command
+        from ci.stages.training import model_inputs, train_argv
 
         model_hash = model_inputs(config, environ).digest
-        command = resolve_command(config.model.train_command)  # `python` = this interpreter
+        command = train_argv(config)  # `python` = the training interpreter (project .venv...)
     data = {
         "sha": source.sha,
         "tree": _tree_state(config.root_path),

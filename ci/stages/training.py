@@ -1,10 +1,13 @@
 """Training: run the user's train command against an MLflow run we created, with lineage.
 
 The run is created here (lineage tags first, so even a crashed training is traceable); the
-command gets MLFLOW_TRACKING_URI + MLFLOW_RUN_ID and its params as MACI_PARAMS (JSON) and
-MACI_PARAM_<NAME>. An input hash over code files, data identity, declared env vars and
-params lets an unchanged rerun reuse the last FINISHED run instead of training again; the
-run records one short identity per entry, so the next run can say which entry changed.
+command gets MLFLOW_TRACKING_URI + MLFLOW_RUN_ID, its params as MACI_PARAMS (JSON) and
+MACI_PARAM_<NAME>, and MACI_OUTPUT_DIR, whose metrics/params/artifacts the library logs
+(train_outputs). `python` is the project's interpreter (train_env), or the command runs in
+the `[model.container]` image (train_container); either is recorded on the run. An input
+hash over code files, data identity, declared env vars and params lets an unchanged rerun
+reuse the last FINISHED run instead of training again; the run records one short identity
+per entry, so the next run can say which entry changed.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import platform
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from importlib import metadata
@@ -26,13 +30,15 @@ from ci.core.config import Config, ModelConfig
 from ci.core.errors import ConfigError, ConfigProblem, StepFailed, ToolMissing
 from ci.core.model import TrainingResult
 from ci.core.results import SourceInfo
+from ci.core.training_config import CONTAINER_OUT, OUTPUT_DIR_ENV
+from ci.stages import train_container, train_env, train_outputs
 from ci.stages.artifact import handed_off
 from ci.stages.inputs import InputSet, collect
+from ci.stages.train_env import PYTHON_NAMES, Probe, Setup
 
 INPUT_HASH_TAG = "maci.input_hash"
 INPUT_ENTRIES_TAG = "maci.inputs"  # JSON entry → short identity: says WHICH entry changed
 TAG_LIMIT = 5000  # MLflow's smallest tag value limit across stores
-PYTHON_NAMES = {"python", "python3"}
 LOG_ARTIFACT = "maci/train.log"
 
 
@@ -56,13 +62,29 @@ def input_hash(
     return collect(workdir, inputs, params, command, root=root, environ=environ).digest
 
 
-def model_inputs(config: Config, environ: Mapping[str, str] | None = None) -> InputSet:
-    """The project's model inputs as the training sees them (its environ, its workdir),
-    inside the project root, without the files the model handoff wrote."""
+def model_inputs(config: Config, environ: Mapping[str, str] | None = None, *,
+                 setup: Setup | None = None, seen: Probe | None = None) -> InputSet:
+    """The project's model inputs as the training sees them (its environ, its workdir, its
+    interpreter's `pkg:` versions), inside the project root, without the files the model
+    handoff wrote. Without `seen`, a container training's `pkg:` entries stay unread (the
+    image is built when training): a release fingerprint only, never a reuse decision."""
     model = _model(config)
-    return collect(workdir_of(config, model), model.inputs, model.params, model.train_command,
+    workdir = workdir_of(config, model)
+    packages: dict[str, str] | None = None
+    seen_by = ""
+    names = [rules.entry_name(e) for e in model.inputs if rules.kind_of(e) == "pkg"]
+    if names and setup is not None and seen is not None:
+        packages, seen_by = train_env.pkg_versions(seen, setup)
+    elif names and model.container is not None:
+        packages = dict.fromkeys(names, "(read in the training image)")
+    elif names:
+        local = train_env.local_setup(config, model, workdir)
+        packages, seen_by = train_env.pkg_versions(
+            train_env.probe(local, names, workdir, environ), local)
+    return collect(workdir, model.inputs, model.params, model.train_command,
                    root=config.root_path, environ=environ,
-                   skip=[config.state_path, *handed_off(config)])
+                   skip=[config.state_path, *handed_off(config)],
+                   packages=packages, seen_by=seen_by)
 
 
 def entries_tag(entries: Mapping[str, str]) -> str:
@@ -122,12 +144,30 @@ def param_env(params: Mapping[str, object]) -> dict[str, str]:
     return env
 
 
-def resolve_command(command: Sequence[str]) -> list[str]:
-    """`python`/`python3` means the interpreter running ci: the one whose mlflow we record."""
+def resolve_command(command: Sequence[str], python: str | None = None) -> list[str]:
+    """`python`/`python3` → `python` (the training interpreter, `train_env.interpreter`),
+    default the interpreter running ci; any other command stays as given."""
     argv = list(command)
     if argv and argv[0] in PYTHON_NAMES:
-        argv[0] = sys.executable
+        argv[0] = python or sys.executable
     return argv
+
+
+def train_argv(config: Config) -> list[str]:
+    """The command as it will run (no image built, no interpreter asked): for fingerprints."""
+    model = _model(config)
+    if model.container is not None:
+        return list(model.train_command)
+    return train_env.local_setup(config, model, workdir_of(config, model)).argv
+
+
+def environment(config: Config, model: ModelConfig, workdir: Path,
+                environ: Mapping[str, str] | None) -> tuple[Setup, Probe]:
+    """Where the command runs (the project's interpreter, or the image built for
+    `[model.container]`) and what that interpreter reports: asked once per training."""
+    setup = (train_container.build(config, model, environ) if model.container is not None
+             else train_env.local_setup(config, model, workdir))
+    return setup, train_env.probe(setup, train_env.probe_names(model), workdir, environ)
 
 
 def workdir_of(config: Config, model: ModelConfig) -> Path:
@@ -154,7 +194,11 @@ def train(
     started = time.monotonic()
     model = _model(config)
     workdir = workdir_of(config, model)
-    found = model_inputs(config, environ)
+    reads_packages = any(rules.kind_of(e) == "pkg" for e in model.inputs)
+    # `pkg:` entries are read BY the training interpreter (or image): ask it before hashing
+    ready = environment(config, model, workdir, environ) if reads_packages else None
+    found = model_inputs(config, environ, setup=ready[0] if ready else None,
+                         seen=ready[1] if ready else None)
     digest = found.digest
     experiment_id = tracking.experiment_id(model.experiment or config.project.name)
     same = tracking.find_runs(experiment_id, {INPUT_HASH_TAG: digest}) if model.inputs else []
@@ -168,54 +212,53 @@ def train(
             reason=reason,
         )
     reason = _retrain_reason(tracking, experiment_id, model, found, retrain, same)
-    argv = resolve_command(model.train_command)
+    setup, seen = ready or environment(config, model, workdir, environ)
+    argv = setup.argv
     tags = lineage_tags(source, pipeline_run_id, digest) | {
         INPUT_ENTRIES_TAG: entries_tag(found.entries),
         "maci.train.reason": reason,
         "maci.train.command": json.dumps(argv),
-        "maci.train.python": platform.python_version(),
         "maci.train.executable": argv[0] if argv else "",
         "maci.train.platform": platform.platform(),
         "maci.train.workdir": str(workdir),
-        "maci.train.mlflow": _safe_version("mlflow"),
-    }
+        "maci.train.mlflow": _safe_version("mlflow"),  # ci's client, which logs the outputs
+    } | train_env.env_tags(setup, seen)
     run_id = tracking.create_run(experiment_id, tags, run_name=f"{config.project.name}-{pipeline_run_id}")
     tracking.log_params(run_id, model.params)
-    base = dict(os.environ if environ is None else environ)
-    env = base | param_env(model.params) | {
-        "MLFLOW_TRACKING_URI": tracking.uri,
-        "MLFLOW_RUN_ID": run_id,
-        "MLFLOW_EXPERIMENT_ID": experiment_id,
-        "MACI_INPUT_HASH": digest,
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONHASHSEED": "0",
-    }
-    for key in ("MLFLOW_TRACKING_TOKEN", *HTTP_DEFAULTS):
-        if key in os.environ:
-            env.setdefault(key, os.environ[key])
-    script_started = time.monotonic()
-    try:
-        result = proc.run(argv, cwd=workdir, env=env, timeout=model.timeout_seconds,
-                          check=False, step="train")
-    except KeyboardInterrupt:
-        tracking.finish_run(run_id, "KILLED")
-        raise
-    except (StepFailed, ToolMissing) as exc:
-        seconds = time.monotonic() - script_started
-        code = "timeout" if isinstance(exc, StepFailed) else "not-found"
-        _record_end(tracking, run_id, seconds, code, getattr(exc, "stdout", ""), exc.message)
-        tracking.finish_run(run_id, "FAILED")
-        raise
-    script_seconds = time.monotonic() - script_started
-    _record_end(tracking, run_id, script_seconds, result.returncode, result.stdout, result.stderr)
-    if not result.ok:
-        tracking.finish_run(run_id, "FAILED")
-        last = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:] or [""]
-        raise StepFailed(
-            f"train failed (exit {result.returncode}) in run {run_id}: {last[0]}",
-            step="train", cmd=argv, returncode=result.returncode,
-            stdout=result.stdout, stderr=result.stderr,
-        )
+    with tempfile.TemporaryDirectory(prefix="maci-train-out-") as tmp:
+        out = Path(tmp)
+        script_started = time.monotonic()
+        try:
+            result = _run(config, model, setup, run_id, experiment_id, digest, workdir, out,
+                          tracking.uri, environ)
+        except KeyboardInterrupt:
+            tracking.finish_run(run_id, "KILLED")
+            raise
+        except (StepFailed, ToolMissing) as exc:
+            seconds = time.monotonic() - script_started
+            code = "timeout" if isinstance(exc, StepFailed) else "not-found"
+            _record_end(tracking, run_id, seconds, code, getattr(exc, "stdout", ""), exc.message)
+            tracking.finish_run(run_id, "FAILED")
+            raise
+        script_seconds = time.monotonic() - script_started
+        _record_end(tracking, run_id, script_seconds, result.returncode, result.stdout,
+                    result.stderr)
+        if not result.ok:
+            tracking.finish_run(run_id, "FAILED")
+            last = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:] or [""]
+            raise StepFailed(
+                f"train failed (exit {result.returncode}) in run {run_id}: {last[0]}",
+                step="train", cmd=argv, returncode=result.returncode,
+                stdout=result.stdout, stderr=result.stderr,
+            )
+        try:
+            train_outputs.log(tracking, run_id, experiment_id, out,
+                              {k: str(v) for k, v in model.params.items()},
+                              model.registered_model)
+        except StepFailed as exc:
+            tracking.finish_run(run_id, "FAILED")
+            raise StepFailed(f"{exc.message} (run {run_id})", step=exc.step, cmd=argv,
+                             returncode=0, stdout=result.stdout, stderr=result.stderr) from None
     run = tracking.run(run_id)
     if run.status == "RUNNING":  # the script did not end its run; it exited 0, so it finished
         tracking.finish_run(run_id, "FINISHED")
@@ -229,8 +272,37 @@ def train(
         script_seconds=round(script_seconds, 3),
         overhead_seconds=round(total - script_seconds, 3),
         message=f"{reason}: run {run_id} (input hash {digest[:12]}); the script took"
-                f" {script_seconds:.1f} s", reason=reason,
+                f" {script_seconds:.1f} s in {setup.description}", reason=reason,
     )
+
+
+def _run(config: Config, model: ModelConfig, setup: Setup, run_id: str, experiment_id: str,
+         digest: str, workdir: Path, out: Path, uri: str,
+         environ: Mapping[str, str] | None) -> proc.Result:
+    """The command itself: here with the MLflow run in its env, or in the training image
+    with only its params, the declared env:NAME inputs and MACI_OUTPUT_DIR=/out."""
+    common = param_env(model.params) | {
+        "MACI_INPUT_HASH": digest,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONHASHSEED": "0",
+    }
+    base = dict(os.environ if environ is None else environ)
+    if setup.image:
+        declared = {rules.entry_name(e) for e in model.inputs if rules.kind_of(e) == "env"}
+        env = {k: base[k] for k in sorted(declared) if k in base} | common | {
+            OUTPUT_DIR_ENV: CONTAINER_OUT, "PYTHONDONTWRITEBYTECODE": "1"}
+        return train_container.run(setup, workdir, out, env, model.timeout_seconds, environ)
+    env = base | common | {
+        "MLFLOW_TRACKING_URI": uri,
+        "MLFLOW_RUN_ID": run_id,
+        "MLFLOW_EXPERIMENT_ID": experiment_id,
+        OUTPUT_DIR_ENV: str(out),
+    }
+    for key in ("MLFLOW_TRACKING_TOKEN", *HTTP_DEFAULTS):
+        if key in os.environ:
+            env.setdefault(key, os.environ[key])
+    return proc.run(setup.argv, cwd=workdir, env=env, timeout=model.timeout_seconds,
+                    check=False, step="train")
 
 
 def _retrain_reason(tracking: Tracking, experiment_id: str, model: ModelConfig,

@@ -44,7 +44,7 @@ T = TypeVar("T")
 PING_TIMEOUT = 10.0
 BUILD_TIMEOUT = 3600.0
 PUSH_TIMEOUT = 1800.0
-EMULATED_STEPS = ("build_test", "test", "build_release")
+EMULATED_STEPS = ("build_test", "test", "build_release", "model_check")
 # what the docker CLI says when the DAEMON does not answer (not a registry it talks to)
 _UNREACHABLE = ("cannot connect to the docker daemon", "error during connect",
                 "is the docker daemon running")
@@ -231,6 +231,28 @@ class DockerEngine:
             ), summary)
         return summary
 
+    def check_model(self, spec: JobSpec, image_id: str, out: Path, name: str) -> None:
+        """`[model] check_command` in the release image (the one holding the model): a model
+        its own libraries cannot load (numpy 2 pickle, numpy 1 image) fails before the push."""
+        try:
+            res = self.docker(["run", "--sig-proxy=false", "--platform", spec.platform,
+                               "--name", name, image_id, *spec.model_check],
+                              step="model check", timeout=spec.test_timeout, check=False)
+        except _TimedOut as exc:
+            raise _Failed(FailureDetail(
+                step="model check", message=f"model check timed out on {spec.platform} after "
+                f"{spec.test_timeout:g} s (test.timeout_seconds)", stderr_tail=exc.message,
+            )) from None
+        finally:
+            self.remove_container(name)
+        (out / "model-check.log").write_text(res.stdout + res.stderr)
+        if not res.ok:
+            raise _Failed(FailureDetail(
+                step="model check", message=f"model check failed on {spec.platform}: "
+                f"{_tail(res.stderr or res.stdout, 1)}", command=_shown(spec.model_check),
+                exit_code=res.returncode, stdout_tail=_tail(res.stdout),
+                stderr_tail=_tail(res.stderr)))
+
     @contextlib.contextmanager
     def _push_auth(self, registry: str) -> Iterator[None]:
         """Credentials for `docker push` in a private, temporary DOCKER_CONFIG (mode 0700),
@@ -325,6 +347,9 @@ class DockerEngine:
                 if self.before_release:
                     spec = await self.before_release(spec)
                 release_id = await step("build_release", partial(self._build_release, spec, out))
+            if spec.model_check:
+                await self._step_in_container(step, "model_check", spec, partial(
+                    self.check_model, spec, release_id, out))
             if self.push:
                 digest = await step("push", partial(self.push_by_digest, spec, release_id, out))
         except _Failed as exc:
@@ -344,6 +369,19 @@ class DockerEngine:
             if emulated else 0.0,
             failure=failure, source=spec.source, run_id=spec.run_id,
         )
+
+    async def _step_in_container(self, step: Callable[[str, Callable[[], None]], Awaitable[None]],
+                                 label: str, spec: JobSpec,
+                                 fn: Callable[[str], None]) -> None:
+        """A step running a named container; cancelled (Ctrl-C), the container is killed so
+        the worker thread can finish."""
+        name = self.container_name(spec)
+        try:
+            await step(label, partial(fn, name))
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.remove_container, name)
+            raise
 
     def _build_release(self, spec: JobSpec, out: Path) -> str:
         slug = platforms.parse(spec.platform).slug
