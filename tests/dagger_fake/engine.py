@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -274,6 +275,13 @@ class FakeEngine:
             return text
         if parent.type_name == "Service" and name in {"start", "stop", "endpoint"}:
             return self._service(parent, name, args, token)
+        if name == "export" and parent.type_name == "Directory":
+            steps = parent.steps()
+            if [n for n, _ in steps] != ["host", "directory"]:
+                raise GraphQLError(f"fake engine: export of {[n for n, _ in steps]} is not "
+                                   "supported (only a host directory)")
+            shutil.copytree(steps[1][1]["path"], args["path"], dirs_exist_ok=True, symlinks=True)
+            return args["path"]
         if name == "plaintext":
             raise GraphQLError("fake engine: the pipeline should never read a secret back")
         if name == "version":

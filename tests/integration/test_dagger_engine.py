@@ -219,6 +219,29 @@ def test_build_exec_error_becomes_a_failed_step_with_its_output(
     assert dagger_fake.calls("publish") == []
 
 
+def test_the_model_check_runs_in_the_release_image_before_the_push(
+    dagger_fake: DaggerFake, context: Path, tmp_path: Path
+) -> None:
+    """[model] check_command under Dagger, as on Docker: in the built release image, and a
+    model its libraries cannot load fails the platform before anything is pushed."""
+    check = ["python3", "-c", "import pickle; pickle.load(open('/srv/model/model.pkl', 'rb'))"]
+    dagger_fake.fail_exec("pickle.load", platform="linux/arm64", exit_code=1,
+                          stderr="ModuleNotFoundError: No module named 'numpy._core'")
+    env = {**clean_environ(), **dagger_fake.session_env()}
+    engine = DaggerEngine(environ=env)
+    amd = spec(context, tmp_path, "linux/amd64").model_copy(update={"model_check": check})
+    arm = spec(context, tmp_path, "linux/arm64", kind="emulated").model_copy(
+        update={"model_check": check})
+    ok, bad = run_engine(engine, amd), run_engine(engine, arm)
+    assert ok.status == "passed" and ok.digest, ok.failure
+    assert {"args": check} in [{"args": c["args"]} for c in dagger_fake.calls("withExec")]
+    assert bad.status == "failed" and bad.digest is None and bad.failure is not None
+    assert bad.failure.step == "model_check" and bad.failure.exit_code == 1
+    assert "No module named 'numpy._core'" in bad.failure.message
+    assert "model_check" in bad.durations and bad.emulated_seconds > 0
+    assert len(dagger_fake.calls("publish")) == 1  # only amd64 was pushed
+
+
 def test_sdk_exec_error_maps_to_tests_failed(dagger_fake: DaggerFake) -> None:
     """A real dagger.ExecError from the SDK keeps exit code, stdout, stderr and the command."""
     import dagger

@@ -17,8 +17,7 @@ value or error (the fake answers defaults there, so the call is made through get
 `Directory.export` into the runtime container and the children's `host.directory` reading
 it back there, and that those children really share the function's session.
 
-The fake answers `Directory.export` with "" and writes nothing, so `exporting()` below adds
-it for host directories (a copy); it steps aside once the fake itself answers the path.
+The fake copies a host directory on `Directory.export` (the only export a function here makes).
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -80,24 +78,6 @@ def make_project(root: Path, image: str) -> Path:
     return root
 
 
-def exporting(fake: DaggerFake) -> None:
-    """Directory.export for `host.directory(path)` chains: copy the folder to the target."""
-    engine = fake.engine
-    original = engine._leaf
-
-    def leaf(parent: Any, name: str, args: dict[str, Any], *rest: Any) -> Any:
-        answer = original(parent, name, args, *rest)
-        if name != "export" or parent.type_name != "Directory" or answer == args.get("path"):
-            return answer
-        steps = parent.steps()
-        if [s for s, _ in steps] != ["host", "directory"]:
-            raise AssertionError(f"test shim: export of {steps} is not a host directory")
-        shutil.copytree(steps[1][1]["path"], args["path"], dirs_exist_ok=True, symlinks=True)
-        return args["path"]
-
-    engine._leaf = leaf
-
-
 @pytest.fixture
 def runtime_env(dagger_fake: DaggerFake, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """os.environ as a module's runtime container has it: the session the engine opened for
@@ -108,7 +88,6 @@ def runtime_env(dagger_fake: DaggerFake, monkeypatch: pytest.MonkeyPatch) -> dic
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     for key, value in dagger_fake.session_env().items():
         monkeypatch.setenv(key, value)
-    exporting(dagger_fake)
     return dict(os.environ)
 
 

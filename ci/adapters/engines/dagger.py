@@ -49,7 +49,7 @@ CA_PATH = "/etc/ssl/certs/maci-ca.pem"
 TMP_TAG_PREFIX = "maci-tmp-"
 SOURCE_EXCLUDE = [".git", ".maci", "**/__pycache__", "**/.pytest_cache"]
 SECRET_LIMIT = 128_000  # setSecret's plaintext limit
-EMULATED_STEPS = ("build_test", "test", "build_release")
+EMULATED_STEPS = ("build_test", "test", "build_release", "model_check")
 DIGEST_RE = re.compile(r"@(sha256:[0-9a-f]{64})$")
 _IN_SESSION: ContextVar[bool] = ContextVar("maci_dagger_session", default=False)
 
@@ -244,6 +244,9 @@ class DaggerEngine:
             for key, value in sorted(spec.labels.items()):
                 release = release.with_label(key, value)
             release = self._with_auth(await step("build_release", release.sync), spec)
+            if spec.model_check:  # the model must load with the image's own libraries
+                check = release.with_exec(list(spec.model_check))
+                await step("model_check", check.sync)
             digest = await step("push", lambda: self._push(spec, release))
             image = release
         except StepFailed as exc:
