@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-bash scripts/setup-stack.sh
+# armhf too: examples/bikes releases linux/arm/v7
+MACI_BASE_ARCHES=${MACI_BASE_ARCHES:-amd64 arm64 armhf} bash scripts/setup-stack.sh
 source scripts/venv.sh
 bash scripts/install-actionlint.sh
 bash scripts/install-zizmor.sh

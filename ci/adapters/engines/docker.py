@@ -190,22 +190,27 @@ class DockerEngine:
         """Force-remove (SIGKILL) a test container: works even when its PID 1 ignores signals."""
         self.docker(["rm", "--force", "--volumes", name], step="remove container", check=False)
 
-    def run_tests(self, spec: JobSpec, image_id: str, out: Path, name: str) -> TestSummary:
-        """Run the test command in a container of the platform and copy its JUnit file out.
-
-        `--sig-proxy=false`: on Ctrl-C the CLI exits instead of forwarding the signal to a
-        PID 1 that may ignore it (an emulated process under qemu does); the container is
-        then removed by force.
-        """
-        args = ["run", "--sig-proxy=false", "--platform", spec.platform, "--name", name]
+    def create_test_container(self, spec: JobSpec, image_id: str, name: str) -> None:
+        """Create (not start) the test container. The caller shields this from Ctrl-C, so
+        once a job can be cancelled its container exists and removing it by name is certain:
+        a `docker run` cancelled mid-create could make the container after our cleanup."""
+        args = ["create", "--platform", spec.platform, "--name", name]
         for key, value in sorted(spec.test_env.items()):
             args += ["--env", f"{key}={value}"]
+        self.docker([*args, image_id, *spec.test_command], step="test", check=True)
+
+    def run_tests(self, spec: JobSpec, out: Path, name: str) -> TestSummary:
+        """Start the created test container attached, collect its output and JUnit file.
+
+        On Ctrl-C the caller force-removes the container (SIGKILL), which also ends this
+        attached client — even when the container's PID 1 ignores signals (qemu).
+        """
         started = time.monotonic()
         log_path = out / "test.log"
         junit_file = out / "junit.xml"
         junit_file.unlink(missing_ok=True)
         try:
-            res = self.docker([*args, image_id, *spec.test_command], step="test",
+            res = self.docker(["start", "--attach", name], step="test",
                               timeout=spec.test_timeout, check=False)
             log_path.write_text(res.stdout + res.stderr)
             seconds = time.monotonic() - started
@@ -336,8 +341,10 @@ class DockerEngine:
                 release_id = await step("build_release", partial(self._build_release, spec, out))
                 test_id = release_id
             name = self.container_name(spec)
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.create_test_container, spec, test_id, name)
             try:
-                tests = await step("test", partial(self.run_tests, spec, test_id, out, name))
+                tests = await step("test", partial(self.run_tests, spec, out, name))
             except anyio.get_cancelled_exc_class():
                 # Ctrl-C / cancelled: kill the container so the worker thread can finish
                 with anyio.CancelScope(shield=True):
