@@ -145,6 +145,9 @@ def connect(config: Config, environ: Mapping[str, str] | None = None) -> Trackin
 
     for noisy in ("mlflow", "alembic"):  # store migrations and "validation passed" chatter
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Ending a run over HTTP makes MLflow print "View run … at: …" to stdout, which would
+    # corrupt `ci … --json` (and gate.json in CI templates): links go in our own output instead.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     with translating(f"connect to {uri}"):
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     return Tracking(client, uri, artifact_root)
