@@ -403,6 +403,9 @@ def test_dead_session_and_refusing_runner_fail_within_seconds(
         run_engine(DaggerEngine(environ=dead, connect_timeout=3),
                    spec(context, tmp_path, "linux/amd64"))
     assert time.monotonic() - started < 10
+    # the failed connect left the SDK's shared connection clean: the next one in this process works
+    good = {**clean_environ(), **dagger_fake.session_env()}
+    assert run_engine(DaggerEngine(environ=good), spec(context, tmp_path, "linux/amd64")).ok
     env = {**clean_environ(), **dagger_fake.cli_env(), "MACI_DAGGER_FAKE_UNREACHABLE": ARM_HOST}
     runners = [RunnerInfo(name="arm", engine="dagger", host=ARM_HOST, reachable=True,
                           native="linux/arm64")]

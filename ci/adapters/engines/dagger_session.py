@@ -144,6 +144,7 @@ async def connect(
             await stack.enter_async_context(dagger.connection(config))
         except dagger.DaggerError as exc:
             await stack.aclose()
+            await _reset_shared_connection()
             first = (str(exc).strip().splitlines() or ["no answer"])[-1]
             raise EngineUnreachable(
                 f"Dagger engine unreachable ({where(host)}): {redact(first)[:300]}"
@@ -152,6 +153,21 @@ async def connect(
             yield
         finally:
             await stack.aclose()
+
+
+async def _reset_shared_connection() -> None:
+    """dagger-io 0.21 keeps a failed connect's half-made session in its process-wide shared
+    connection, so every later connect in this process fails ('…has no attribute args');
+    drop it (private SDK state, hence the guard) so the next connect starts clean."""
+    try:
+        from dagger.client._session import SharedConnection
+    except ImportError:  # another SDK layout: nothing known to reset
+        return
+    shared = SharedConnection()
+    with contextlib.suppress(Exception):
+        await shared.close()
+    SharedConnection._session = None
+    SharedConnection._params = None
 
 
 def step_failed(exc: Exception, step: str, platform: str) -> StepFailed:
