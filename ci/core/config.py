@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from ci.core import platforms
-from ci.core.errors import MISSING, ConfigError, ConfigProblem, PlatformError
+from ci.core.errors import MISSING, ConfigError, ConfigProblem
 from ci.core.training_config import Interpreter, TrainContainerConfig
 
 ENV_PREFIX = "MACI_"
@@ -50,14 +50,7 @@ def _command(value: Any) -> Any:
     return value
 
 
-def _platform(value: str) -> str:
-    try:
-        return str(platforms.parse(value))
-    except PlatformError as exc:
-        raise ValueError(str(exc)) from None
-
-
-PlatformStr = Annotated[str, AfterValidator(_platform)]
+PlatformStr = Annotated[str, AfterValidator(platforms.canonical)]
 StrList = Annotated[list[str], BeforeValidator(_split_commas)]
 Command = Annotated[list[str], BeforeValidator(_command)]
 
@@ -100,12 +93,7 @@ class RunnerConfig(_Model):
     @field_validator("platform")
     @classmethod
     def _platform(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            return str(platforms.parse(value))
-        except PlatformError as exc:
-            raise ValueError(str(exc)) from None
+        return None if value is None else platforms.canonical(value)
 
     @field_validator("host")
     @classmethod

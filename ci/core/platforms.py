@@ -174,6 +174,14 @@ def parse(text: str) -> Platform:
     return Platform(os_name, arch, variant)
 
 
+def canonical(text: str) -> str:
+    """`parse` for config validators: the canonical string, or ValueError (pydantic's kind)."""
+    try:
+        return str(parse(text))
+    except PlatformError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def parse_many(items: list[str] | tuple[str, ...]) -> list[Platform]:
     """Parse and de-duplicate, keeping first-seen order."""
     seen: dict[Platform, None] = {}

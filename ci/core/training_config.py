@@ -12,7 +12,6 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from ci.core import platforms
-from ci.core.errors import PlatformError
 
 OUTPUT_DIR_ENV = "MACI_OUTPUT_DIR"
 CONTAINER_SRC = "/src"  # the training workdir, mounted read-only
@@ -59,9 +58,4 @@ class TrainContainerConfig(BaseModel):
     @field_validator("platform")
     @classmethod
     def _platform(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            return str(platforms.parse(value))
-        except PlatformError as exc:
-            raise ValueError(str(exc)) from None
+        return None if value is None else platforms.canonical(value)
