@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import traceback
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -61,6 +62,14 @@ def _load(config: Path | None) -> Any:
     from ci.core import config as cfg
 
     return cfg.load(config, os.environ, Path.cwd())
+
+
+def _locked(loaded: Any, command: str) -> AbstractContextManager[None]:
+    """One release at a time per state dir (Busy, exit 1, naming the holder)."""
+    from ci.adapters.lock import release_lock, timeout_from
+
+    return release_lock(loaded.state_path, subject=loaded.project.image, command=command,
+                        timeout=timeout_from(os.environ))
 
 
 def _platforms(values: list[str] | None) -> Any:
@@ -147,7 +156,9 @@ def train(
     gate failed."""
     from ci.commands.train import print_result, run_train
 
-    result = run_train(_load(config), retrain=retrain)
+    loaded = _load(config)
+    with _locked(loaded, "train"):
+        result = run_train(loaded, retrain=retrain)
     if as_json:
         _echo_json({**result.model_dump(mode="json"), "ok": result.passed})
     else:
@@ -170,18 +181,19 @@ def build(
 
     loaded = _load(config)
     only = _platforms(platform)
-    prepared, results = run_jobs(
-        loaded, only=only, push=not no_publish,
-        on_result=None if as_json else lambda r: _console(stderr=True).print(
-            f"{r.platform}: {r.status} on {r.runner} ({r.placement}, {r.seconds:.1f} s)"),
-    )
-    published = None
-    if not no_publish:
-        try:
-            published = publish_jobs(loaded, prepared, results)
-        except errors.CIError as exc:
-            _report_refusal(results, exc, as_json)
-            raise
+    with _locked(loaded, "build"):
+        prepared, results = run_jobs(
+            loaded, only=only, push=not no_publish,
+            on_result=None if as_json else lambda r: _console(stderr=True).print(
+                f"{r.platform}: {r.status} on {r.runner} ({r.placement}, {r.seconds:.1f} s)"),
+        )
+        published = None
+        if not no_publish:
+            try:
+                published = publish_jobs(loaded, prepared, results)
+            except errors.CIError as exc:
+                _report_refusal(results, exc, as_json)
+                raise
     if as_json:
         _echo_json(report.to_json(results, published))
     else:
@@ -246,11 +258,13 @@ def merge(
     from ci.reports import results as report
 
     try:
-        results, _verdict, published = run_merge(
-            _load(config), files,
-            expected=[str(p) for p in _platforms(platform)] if platform else None,
-            model_result=model_result,
-        )
+        loaded = _load(config)
+        with _locked(loaded, "merge"):
+            results, _verdict, published = run_merge(
+                loaded, files,
+                expected=[str(p) for p in _platforms(platform)] if platform else None,
+                model_result=model_result,
+            )
     except errors.CIError as exc:
         _report_refusal(loadable_results(files), exc, as_json)
         raise
@@ -282,10 +296,12 @@ def run(
     from ci.commands.run import run_pipeline
 
     chosen = _OVERRIDE.get() or pipeline
-    code, result, error = run_pipeline(
-        _load(config), chosen, engine=_engine(engine), only=_platforms(platform),
-        dry_run=dry_run, force=force,
-    )
+    loaded = _load(config)
+    with _locked(loaded, "run"):
+        code, result, error = run_pipeline(
+            loaded, chosen, engine=_engine(engine), only=_platforms(platform),
+            dry_run=dry_run, force=force,
+        )
     if as_json:
         _echo_json(result.outcome())
     elif result.up_to_date is not None:
@@ -323,7 +339,9 @@ def deploy(
     """Pin the deploy manifests to the index digest (and model version), commit, push."""
     from ci.commands.deploy import run_deploy
 
-    ref, result = run_deploy(_load(config), index, model_version, dry_run=dry_run)
+    loaded = _load(config)
+    with _locked(loaded, "deploy"):
+        ref, result = run_deploy(loaded, index, model_version, dry_run=dry_run)
     if as_json:
         from ci.core.outcome import ReleaseOutcome
 
@@ -348,7 +366,9 @@ def promote(
     after the deploy commit landed."""
     from ci.commands.promote import run_promote
 
-    result = run_promote(_load(config), model_version, deploy_commit)
+    loaded = _load(config)
+    with _locked(loaded, "promote"):
+        result = run_promote(loaded, model_version, deploy_commit)
     if as_json:
         _echo_json(result.model_dump(mode="json"))
     else:
@@ -401,17 +421,23 @@ def init(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: the single place that turns errors into exit codes."""
+    from ci.adapters import signals
+
+    signals.install()  # SIGTERM (runner shutdown) cleans up like Ctrl-C; exit 143
     command = typer.main.get_command(app)
     try:
         rc = command.main(args=argv, prog_name="ci", standalone_mode=False)
+    except errors.Interrupted as exc:
+        sys.stderr.write(redact(f"interrupted by {signals.name()}: {exc.message}") + "\n")
+        return signals.exit_code()
     except errors.CIError as exc:
         for line in exc.lines():
             sys.stderr.write(redact(f"error: {line}" if not line.startswith("config error")
                                     else line) + "\n")
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        sys.stderr.write("interrupted\n")
-        return errors.EXIT_INTERRUPTED
+        sys.stderr.write(f"interrupted by {signals.name()}: {_interrupted_state()}\n")
+        return signals.exit_code()
     except typer.Exit as exc:
         return int(getattr(exc, "exit_code", 0) or 0)
     except typer.TyperException as exc:  # typer's (vendored click) usage errors
@@ -424,8 +450,16 @@ def main(argv: list[str] | None = None) -> int:
         return errors.EXIT_INTERNAL
     code = int(rc) if isinstance(rc, int) else errors.EXIT_OK
     if code == errors.EXIT_INTERRUPTED:  # typer turns Ctrl-C into a plain 130
-        sys.stderr.write("interrupted: nothing was published\n")
+        sys.stderr.write(f"interrupted by {signals.name()}: {_interrupted_state()}\n")
+        return signals.exit_code()
     return code
+
+
+def _interrupted_state() -> str:
+    """The true state after an interrupt outside a release's publish (which says its own)."""
+    from ci.stages import journal
+
+    return journal.interrupted_state()
 
 
 def run_main(pipeline: Any, argv: list[str] | None = None) -> int:

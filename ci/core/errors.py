@@ -25,7 +25,9 @@ CLI's single handler can map them to exit codes without knowing any tool::
     │       ├── DeployRefused    exit 1: the monotonic guard refused an older source commit
     │       └── ManifestError    exit 1: a deploy manifest is not valid YAML (names file and line)
     ├── SetupError               exit 1: the machine cannot be set up as asked (not root...)
-    └── Interrupted              exit 130: SIGINT/SIGTERM; nothing was published
+    ├── Busy                     exit 1: another release of the same state dir holds the lock
+    ├── JournalError             exit 1: an unfinished release's journal cannot be read or finished
+    └── Interrupted              exit 130 (SIGINT) / 143 (SIGTERM); the message says what moved
 """
 
 from __future__ import annotations
@@ -200,6 +202,18 @@ class ManifestError(GitOpsError):
 
 
 class SetupError(CIError):
+    exit_code = EXIT_FAILED
+
+
+class Busy(CIError):
+    """Another run holds the state dir's release lock (the message names it and since when)."""
+
+    exit_code = EXIT_FAILED
+
+
+class JournalError(CIError):
+    """An unfinished release could not be read or completed; the message says what to check."""
+
     exit_code = EXIT_FAILED
 
 

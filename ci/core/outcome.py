@@ -24,6 +24,8 @@ class PublishResult(Frozen):
     annotations: dict[str, str] = Field(default_factory=dict)
     seconds: float = 0.0
     dry_run: bool = False  # True: nothing was written; digest/tags are what WOULD be published
+    kept: dict[str, str] = Field(default_factory=dict,
+                                 description="tag → why it stays on a newer source's index")
 
     @property
     def reference(self) -> str:

@@ -10,8 +10,7 @@ in-memory fakes. Nothing user-visible moves without the Permit of a passed verdi
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,25 +18,25 @@ from typing import Any
 import anyio
 
 from ci.core.config import Config
-from ci.core.errors import CIError, GateFailed, PipelineError, StepFailed
+from ci.core.errors import CIError, PipelineError, StepFailed
 from ci.core.jobs import with_model
 from ci.core.model import ModelStageResult
 from ci.core.outcome import ReleaseOutcome
 from ci.core.platforms import Platform
-from ci.core.ports import Clock, EngineFactory, Progress
+from ci.core.ports import EngineFactory, Progress
 from ci.core.results import JobSpec, PlatformResult
 from ci.core.verdict import (
     MODEL_STEP,
     GateCheck,
     ModelVerdict,
-    Permit,
     SmokeResult,
     Verdict,
     decide,
     model_verdict_of,
 )
+from ci.pipelines.ending import ReleaseEnd
 from ci.pipelines.ports import Ports
-from ci.pipelines.stage import Note, job_detail, reported
+from ci.pipelines.stage import job_detail
 from ci.stages.fanout import BeforeRelease
 from ci.stages.prepare import Prepared, prepare, rfc3339
 from ci.stages.record import ReleaseRecord
@@ -45,7 +44,7 @@ from ci.stages.smoke import unsupported_reason
 
 
 @dataclass
-class Release:
+class Release(ReleaseEnd):
     """One release in progress; a pipeline calls its stages in order.
 
     Every field below the options is written by exactly one stage, and read back by later
@@ -77,38 +76,13 @@ class Release:
     failure: str = ""
 
     # ------------------------------------------------------------------ helpers
-    def _stage(self, lane: str, stage: str, detail: str = "",
-               placement: str = "") -> AbstractContextManager[Note]:
-        return reported(self.progress, lane, stage, detail, placement)
-
-    def _need(self, what: str) -> Prepared:
-        if self.prepared is None:
-            raise PipelineError(f"{self.pipeline}: {what} needs plan() first")
-        return self.prepared
-
-    @property
-    def clock(self) -> Clock:
-        return self.ports.clock
-
-    @property
-    def run_id(self) -> str:
-        return self.prepared.run_id if self.prepared else ""
-
-    @property
-    def run_dir(self) -> Path:
-        return self._need("the run directory").output_dir
-
-    @property
-    def expected(self) -> list[str]:
-        return self._need("the expected platforms").expected
-
-    # ------------------------------------------------------------------ stages
     def plan(self) -> Prepared:
         """Plan and one spec per platform; an unavailable platform stops here (exit 1)."""
         if self.engine == "dagger":
             from ci.adapters.engines.dagger_session import check_reachable
 
             check_reachable(self.environ)
+        self.resume_unfinished()  # a release an earlier run left half done comes first
         with self._stage("release", "plan") as note:
             plan = self.ports.plan(self.config, only=self.only, engine=self.engine,
                                    environ=self.environ)
@@ -136,22 +110,6 @@ class Release:
             finally:
                 client.close()
         return self.up_to_date is not None
-
-    def record_release(self) -> None:
-        """Remember what this release published, for the next run's up-to-date check."""
-        published, deployed = self.outcome_value.published, self.outcome_value.deployed
-        if published is None or self.dry_run or not self.fingerprint:
-            return
-        from ci.stages import record
-
-        record.save(self.config, ReleaseRecord(
-            fingerprint=self.fingerprint, run_id=self.run_id, image=self.config.project.image,
-            index_digest=published.digest, tags=list(published.tags),
-            platforms=list(published.platforms),
-            deploy_commit=deployed.commit if deployed else None,
-            deploy_branch=deployed.branch if deployed else None,
-            model_version=self.model_version,
-        ))
 
     def model_stage(self) -> None:
         """Train (or reuse), gate vs the alias, register; then bake the version into specs.
@@ -357,120 +315,6 @@ class Release:
         from ci.stages.record import write_verdict
 
         return write_verdict(self.config, self.run_dir, self.verdict)
-
-    def permit(self) -> Permit:
-        """The passed verdict's Permit; GateFailed (nothing moved) for any other verdict."""
-        if self.verdict is None:
-            raise GateFailed("nothing published: no verdict yet (call decide() first)")
-        return self.verdict.permit()
-
-    def preflight_deploy(self) -> None:
-        """Check the deploy would be accepted (guard, manifests) BEFORE any tag moves."""
-        if self.config.deploy is None:
-            return
-        prepared = self._need("preflight_deploy()")
-        self.permit()
-        self.ports.git.init_remote(self.config)
-        with self._stage("release", "deploy preflight"):
-            probe = f"{self.config.project.image}@sha256:{'0' * 64}"
-            self.ports.git.deploy(self.config, prepared.source, probe, self.model_version,
-                                  dry_run=True, source_repo=self._source_repo(),
-                                  environ=self.environ)
-
-    def check_publishable(self) -> None:
-        """A release holds every configured platform: `-p` may narrow a build or a verify
-        run, never a publish (UsageError, exit 2, before any work when called after plan)."""
-        from ci.stages.publish import check_publishable
-
-        check_publishable(self.config, [str(p) for p in self.only] if self.only else None, True)
-
-    def publish(self, *, tags: Sequence[str] | None = None) -> ReleaseOutcome:
-        """Assemble the index from the verdict's digests and move every release tag together
-        (`tags` replaces the configured ones). Raises GateFailed unless the verdict passed."""
-        from ci.stages.publish import publish_release
-
-        permit = self.permit()
-        self.check_publishable()
-        with self._stage("release", "publish") as note:
-            client = self.ports.registry(self.config, self.environ)
-            try:
-                published = publish_release(permit, self.config, client, tags=tags,
-                                            created=rfc3339(self.clock()), dry_run=self.dry_run)
-            finally:
-                client.close()
-            self.outcome_value = self.outcome_value.with_(published=published)
-            would = "dry run, would publish " if self.dry_run else ""
-            note.detail = f"{would}{published.digest[:19]} tags {', '.join(published.tags)}"
-        return self.outcome_value
-
-    def deploy(self) -> ReleaseOutcome:
-        """Pin the deploy manifests to the published index, commit, push (GitOps)."""
-        published = self.outcome_value.published
-        if self.config.deploy is None or published is None:
-            return self.outcome_value
-        prepared = self._need("deploy()")
-        self.permit()
-        with self._stage("release", "deploy") as note:
-            deployed = self.ports.git.deploy(
-                self.config, prepared.source, self._index_ref(), self.model_version,
-                dry_run=self.dry_run, source_repo=self._source_repo(), environ=self.environ)
-            self.outcome_value = self.outcome_value.with_(deployed=deployed)
-            note.detail = "dry run" if deployed.dry_run else \
-                f"{deployed.commit[:12]} after {deployed.attempts} push(es)"
-        return self.outcome_value
-
-    def promote(self) -> ReleaseOutcome:
-        """Move the alias to the version the verdict weighed, only after that release was
-        published and (with [deploy]) its deploy commit landed; never on a dry run."""
-        if self.model is None or self.model_version is None or self.dry_run:
-            return self.outcome_value
-        weighed = self.permit().verdict.model
-        version = weighed.candidate_version if weighed is not None else None
-        if version is None or version != self.model_version:
-            raise GateFailed(f"not promoting: model version {self.model_version} is not the "
-                             "one the verdict weighed")
-        published = self.outcome_value.published
-        if published is None or published.dry_run:
-            raise GateFailed("not promoting: nothing was published")
-        deployed = self.outcome_value.deployed
-        if self.config.deploy is not None and (deployed is None or not deployed.commit):
-            raise GateFailed("not promoting: the deploy commit did not land")
-        with self._stage("model", "promote") as note:
-            promoted = self.ports.tracking.promote(
-                self.config, version, deployed.commit if deployed else "", environ=self.environ)
-            self.outcome_value = self.outcome_value.with_(promoted=promoted)
-            note.detail = f"{promoted.alias} → v{version}"
-        return self.outcome_value
-
-    def notify(self, error: str = "") -> ReleaseOutcome:
-        """CloudEvents to the webhooks; a failed delivery is reported, never raised."""
-        if not self.config.notify.webhooks or self.verdict is None or self.dry_run:
-            return self.outcome_value
-        o = self.outcome_value
-        report = self.ports.notify(
-            self.verdict, self.config.notify, outcome="failed" if error else None,
-            index_digest=o.published.digest if o.published else None,
-            tags=o.published.tags if o.published else (),
-            deploy_commit=o.deployed.commit if o.deployed else None,
-            promoted_version=o.promoted.version if o.promoted else None, error=error)
-        self.outcome_value = o.with_(notified=report)
-        return self.outcome_value
-
-    # ------------------------------------------------------------------ outputs
-    @property
-    def model_version(self) -> str | None:
-        return self.model.version if self.model is not None else None
-
-    def _index_ref(self) -> str:
-        published = self.outcome_value.published
-        if published is None:
-            raise PipelineError(f"{self.pipeline}: deploy() needs publish() first")
-        from ci.stages.deploy import index_ref
-
-        return index_ref(self.config, published)
-
-    def _source_repo(self) -> Path | None:
-        return self.ports.git.source_repo(self.config.root_path)
 
     def outcome(self) -> dict[str, Any]:
         """The machine-readable result of the run (`ci run --json`)."""

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ci.adapters import signals
 from ci.core import platforms
 from ci.core.config import Config
 from ci.core.errors import GateFailed, RegistryError, TagMoveError, UsageError
@@ -31,6 +32,10 @@ from ci.core.ports import RegistryPort
 from ci.core.results import PlatformResult, SourceInfo
 from ci.core.tags import TAG_RE, release_tags
 from ci.core.verdict import ModelVerdict, Permit, Verdict, decide
+from ci.stages.ordering import TagGuard
+
+# (the index, tags about to move, each one's previous digest or None) → before the first write
+Intent = Callable[[Manifest, list[str], dict[str, str | None]], None]
 
 
 def build_index(
@@ -65,10 +70,30 @@ def verify_index(
 
 
 def move_tags(
-    client: RegistryPort, repo: str, tags: Sequence[str], manifest: Manifest
+    client: RegistryPort, repo: str, tags: Sequence[str], manifest: Manifest, *,
+    guard: TagGuard | None = None, on_intent: Intent | None = None,
+    kept: dict[str, str] | None = None,
 ) -> list[str]:
-    """Point every tag at `manifest`; on a failure, roll back the ones already moved."""
+    """Point every tag at `manifest`; on a failure, roll back the ones already moved.
+
+    `guard` keeps a tag that holds a newer source (its reason lands in `kept`); `on_intent`
+    hears every tag's previous digest before the first write (the release journal). The
+    writes run with SIGINT/SIGTERM held back, so a signal never leaves half the tags moved.
+    """
     before = {tag: _current(client, repo, tag) for tag in tags}
+    for tag, old in before.items():
+        reason = guard(tag, old) if guard is not None and old is not None else ""
+        if reason and kept is not None:
+            kept[tag] = reason
+    tags = [t for t in tags if t not in (kept or {})]
+    if on_intent is not None:
+        on_intent(manifest, tags, {t: m.digest if m else None for t, m in before.items() if t in tags})
+    with signals.deferred("moving release tags"):
+        return _write_tags(client, repo, tags, manifest, before)
+
+
+def _write_tags(client: RegistryPort, repo: str, tags: Sequence[str], manifest: Manifest,
+                before: Mapping[str, Manifest | None]) -> list[str]:
     moved: list[str] = []
     for tag in tags:
         try:
@@ -141,6 +166,8 @@ def publish(
     registry_client: RegistryPort,
     *,
     dry_run: bool = False,
+    guard: TagGuard | None = None,
+    on_intent: Intent | None = None,
 ) -> PublishResult:
     """Assemble and tag the index of a passed verdict's digests (RegistryError on a failed
     write). It takes the Permit, so the gates were weighed by `decide()` and nowhere else.
@@ -167,8 +194,10 @@ def publish(
         )
     digest = registry_client.put_manifest(ref.repository, digest_of(body), body, OCI_INDEX)
     found = verify_index(registry_client, ref.repository, digest, list(digests))
+    kept: dict[str, str] = {}
     moved = move_tags(registry_client, ref.repository, list(tags),
-                      Manifest(digest, OCI_INDEX, body))
+                      Manifest(digest, OCI_INDEX, body), guard=guard, on_intent=on_intent,
+                      kept=kept)
     return PublishResult(
         image=image,
         digest=digest,
@@ -177,6 +206,7 @@ def publish(
         manifests=digests,
         annotations=dict(annotations),
         seconds=round(time.monotonic() - started, 3),
+        kept=kept,
     )
 
 
@@ -188,6 +218,8 @@ def publish_release(
     tags: Sequence[str] | None = None,
     created: str = "",
     dry_run: bool = False,
+    guard: TagGuard | None = None,
+    on_intent: Intent | None = None,
 ) -> PublishResult:
     """Publish what a passed verdict holds: its platforms' digests, its source's tags.
 
@@ -207,7 +239,7 @@ def publish_release(
         raise UsageError(f"tags {bad or release!r}: not valid OCI tags (at least one, "
                          "[A-Za-z0-9_][A-Za-z0-9._-]{0,127})")
     return publish(permit, release, index_annotations(results, created or verdict.created),
-                   client, dry_run=dry_run)
+                   client, dry_run=dry_run, guard=guard, on_intent=on_intent)
 
 
 def check_publishable(config: Config, only: Sequence[str] | None, do_publish: bool) -> None:

@@ -18,6 +18,7 @@ from ci.core.outcome import DeployResult, NotifyReport
 from ci.core.ports import PlacementKind, RegistryPort
 from ci.core.results import SourceInfo
 from ci.core.verdict import SmokeResult, Verdict
+from ci.stages.ordering import TagGuard
 
 
 class MlflowTracking:
@@ -67,6 +68,13 @@ class GitDeploy:
         except CIError:
             return None
         return Path(top.stdout.strip())
+
+
+def tag_guard_for(config: Config, sha: str, environ: Mapping[str, str]) -> TagGuard:
+    """The monotonic tag rule over the project's own checkout (see stages/ordering)."""
+    from ci.stages.ordering import tag_guard
+
+    return tag_guard(GitDeploy().source_repo(config.root_path), sha, environ)
 
 
 def registry_for(config: Config, environ: Mapping[str, str]) -> RegistryPort:
