@@ -15,7 +15,7 @@ before running the pipeline.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,6 +83,7 @@ class FakeRegistry:
         self.writes: list[Write] = []
         self.pushed: list[tuple[str, str, str]] = []  # (repo, platform, digest)
         self.fail_tags: set[str] = set()  # put_manifest on these tags raises RegistryError
+        self.on_tag: Callable[[str], None] | None = None  # hears each tag write before it lands
         self.closed = 0
 
     # -- the engine's side
@@ -143,6 +144,8 @@ class FakeRegistry:
             raise RegistryError(f"{repo}@{ref}: digest does not match the body ({digest})")
         if ref in self.fail_tags:
             raise RegistryError(f"{repo}:{ref}: 500 internal server error")
+        if not by_digest and self.on_tag is not None:
+            self.on_tag(ref)
         self.writes.append(("put_manifest", repo, ref))
         self.manifests[(repo, digest)] = Manifest(digest, media_type, body)
         if by_digest:
@@ -328,6 +331,7 @@ class FakeGit:
         self.refuse_preflight = refuse_preflight
         self.refuse_deploy = refuse_deploy
         self.land = land
+        self.error: CIError | None = None  # raised by the next real deploy (then cleared)
         self.calls: list[str] = []  # "init_remote", "deploy dry_run=True", ...
         self.index_refs: list[str] = []  # what each accepted REAL deploy pinned
 
@@ -348,6 +352,9 @@ class FakeGit:
             raise DeployRefused("deploy branch already holds a newer source commit: refusing")
         if config.deploy is None:
             raise AssertionError("the git port was called for a config without [deploy]")
+        if not dry_run and self.error is not None:
+            error, self.error = self.error, None
+            raise error
         if not dry_run:
             self.index_refs.append(index_ref)
         landed = self.land and not dry_run

@@ -20,6 +20,7 @@ from ci.core.config import Config
 from ci.core.data import Frozen
 from ci.core.errors import JournalError
 from ci.core.oci import Manifest
+from ci.core.outcome import PublishResult
 from ci.core.results import SourceInfo
 
 JOURNAL_FILE = "journal.json"
@@ -53,6 +54,11 @@ class Journal(Frozen):
     @property
     def index(self) -> Manifest:
         return Manifest(self.index_digest, self.index_media_type, self.index_body.encode())
+
+    def published(self) -> PublishResult:
+        """What the publish of this release wrote (for the deploy's index reference)."""
+        return PublishResult(image=self.image, digest=self.index_digest, tags=list(self.tags),
+                             platforms=list(self.platforms), manifests=dict(self.manifests))
 
     def todo(self) -> list[str]:
         """What is still to be done, in order, for the one-line state report."""

@@ -16,6 +16,7 @@ from ci.core.config import Config
 from ci.core.errors import CIError, DeployRefused, JournalError, RegistryError
 from ci.core.ports import GitPort, RegistryPort, TrackingPort
 from ci.stages import journal, record
+from ci.stages.deploy import index_ref
 from ci.stages.journal import Journal
 from ci.stages.record import ReleaseRecord
 
@@ -54,7 +55,7 @@ def resume(config: Config, j: Journal, *, client: RegistryPort, git: GitPort,
             j = journal.advance(config, "published") or j
         if j.deploy and config.deploy is not None and j.phase == "published":
             try:
-                deployed = git.deploy(config, j.source, f"{j.image}@{j.index_digest}",
+                deployed = git.deploy(config, j.source, index_ref(config, j.published()),
                                       j.model_version, dry_run=False, source_repo=source_repo,
                                       environ=environ)
             except DeployRefused as exc:
