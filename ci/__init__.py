@@ -73,9 +73,12 @@ _EXPORTS = {
     "GitOpsError": "ci.core.errors",
     "DeployRefused": "ci.core.errors",
     "Interrupted": "ci.core.errors",
+    "Busy": "ci.core.errors",
+    "JournalError": "ci.core.errors",
 }
 
 __all__ = [
+    "Busy",
     "CIError",
     "Config",
     "ConfigError",
@@ -89,6 +92,7 @@ __all__ = [
     "GitPort",
     "Interrupted",
     "JobSpec",
+    "JournalError",
     "ModelStageResult",
     "ModelVerdict",
     "Permit",
@@ -141,6 +145,7 @@ if TYPE_CHECKING:
     from ci.core.config import Config
     from ci.core.config import load as load_config
     from ci.core.errors import (
+        Busy,
         CIError,
         ConfigError,
         DeployRefused,
@@ -148,6 +153,7 @@ if TYPE_CHECKING:
         GateFailed,
         GitOpsError,
         Interrupted,
+        JournalError,
         PipelineError,
         PlanUnavailable,
         RegistryError,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 
+from ci.adapters.state_dir import check_state_dir
 from ci.core.config import Config
 from ci.core.outcome import PublishResult
 from ci.core.platforms import Platform
@@ -13,7 +14,7 @@ from ci.core.results import PlatformResult
 from ci.stages.fanout import execute
 from ci.stages.prepare import Prepared, prepare
 from ci.stages.publish import check_publishable, decide_results, publish_release
-from ci.stages.real import registry_for
+from ci.stages.real import registry_for, tag_guard_for
 
 
 def run_jobs(
@@ -27,6 +28,7 @@ def run_jobs(
     """`ci build`'s first half: every planned platform job, pushed by digest unless `push`
     is off. Publishing is the second step (`publish_jobs`), so a refused or failed publish
     can still report every job's result."""
+    check_state_dir(config.state_path)
     check_publishable(config, [str(p) for p in only] if only else None, push)
     env = dict(os.environ if environ is None else environ)
     prepared = prepare(config, only=only, environ=env)
@@ -39,6 +41,7 @@ def publish_jobs(config: Config, prepared: Prepared, results: list[PlatformResul
     permit = decide_results(config, results, expected=prepared.expected).permit()
     client = registry_for(config, dict(os.environ if environ is None else environ))
     try:
-        return publish_release(permit, config, client)
+        return publish_release(permit, config, client, guard=tag_guard_for(
+            config, permit.verdict.source.sha, os.environ if environ is None else environ))
     finally:
         client.close()

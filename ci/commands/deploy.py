@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 
 from ci.adapters import ci_env
+from ci.adapters.state_dir import check_state_dir
 from ci.core.config import Config
 from ci.core.errors import UsageError
 from ci.core.outcome import DeployResult
@@ -26,6 +27,7 @@ def index_ref(config: Config, index: str) -> str:
 
 def run_deploy(config: Config, index: str, model_version: str | None, *, dry_run: bool,
                environ: Mapping[str, str] | None = None) -> tuple[str, DeployResult]:
+    check_state_dir(config.state_path)
     env = dict(os.environ if environ is None else environ)
     ref = index_ref(config, index)
     gitops.init_remote(config)

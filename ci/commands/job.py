@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from ci.adapters.state_dir import check_state_dir
 from ci.core import platforms
 from ci.core.config import Config
 from ci.core.errors import UsageError
@@ -31,6 +32,7 @@ def run_job(
     ports: Ports | None = None,
 ) -> tuple[PlatformResult, Path]:
     """Plan just this platform, run its job (push by digest, no tag) and write the result."""
+    check_state_dir(config.state_path)
     env = dict(os.environ if environ is None else environ)
     wanted = platforms.parse(platform)
     if str(wanted) not in config.project.platforms:

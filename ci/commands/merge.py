@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from ci.adapters.state_dir import check_state_dir
 from ci.core.config import Config
 from ci.core.errors import UsageError
 from ci.core.model import ModelStageResult
@@ -20,21 +21,32 @@ from ci.core.verdict import Verdict, model_verdict_of
 from ci.pipelines.ports import RegistryFactory
 from ci.stages.prepare import now_rfc3339
 from ci.stages.publish import check_publishable, decide_results, publish_release
-from ci.stages.real import registry_for
+from ci.stages.real import registry_for, tag_guard_for
 
 
 def load_result(path: Path) -> PlatformResult:
     """One result file; a missing or invalid file is a usage error naming the file."""
     try:
-        text = path.read_text()
+        text = path.read_bytes()  # not UTF-8 is a validation error below, not a crash
     except OSError as exc:
         raise UsageError(f"{path}: {exc.strerror or exc}") from None
     try:
         return PlatformResult.model_validate_json(text)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "<root>"
-        raise UsageError(f"{path}: not a platform result ({where}: {first['msg']})") from None
+        where = _where(first["loc"])
+        raise UsageError(f"{path}: not a platform result ({where}: {_one_line(first['msg'])})") from None
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """The field path of a validation error on one line (an odd JSON key is quoted)."""
+    return ".".join(str(p) if isinstance(p, int) or p.isidentifier() else repr(p)
+                    for p in loc) or "<root>"
+
+
+def _one_line(text: str) -> str:
+    """A pydantic message cannot break the one-line error a refused merge prints."""
+    return " ".join(text.split())
 
 
 def load_model_result(path: Path) -> ModelStageResult:
@@ -49,9 +61,9 @@ def load_model_result(path: Path) -> ModelStageResult:
         return ModelStageResult.model_validate(data)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "<root>"
+        where = _where(first["loc"])
         raise UsageError(f"--model-result {path}: not `ci train --json` output "
-                         f"({where}: {first['msg']})") from None
+                         f"({where}: {_one_line(first['msg'])})") from None
 
 
 def loadable_results(files: Sequence[Path]) -> list[PlatformResult]:
@@ -74,6 +86,7 @@ def run_merge(
 ) -> tuple[list[PlatformResult], Verdict, PublishResult]:
     """Decide the verdict from the legs' results, then publish with its Permit; a rejected
     verdict raises GateFailed (its first reason) and touches nothing."""
+    check_state_dir(config.state_path)
     if not files:
         raise UsageError("give the result files of the platform jobs (ci job --output ...)")
     if config.model is not None and model_result is None:
@@ -89,7 +102,8 @@ def run_merge(
     permit = verdict.permit()
     client = registry(config, env)
     try:
-        published = publish_release(permit, config, client)
+        published = publish_release(permit, config, client,
+                                    guard=tag_guard_for(config, verdict.source.sha, env))
     finally:
         client.close()
     return results, verdict, published

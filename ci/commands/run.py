@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from ci.adapters.state_dir import check_state_dir
 from ci.core.config import Config
 from ci.core.errors import CIError
 from ci.core.platforms import Platform
@@ -38,6 +39,7 @@ def run_pipeline(
     ports: Ports | None = None,
 ) -> tuple[int, Release, CIError | None]:
     """Run the pipeline; returns (exit code, the run with every stage's data, the error)."""
+    check_state_dir(config.state_path)
     from rich.console import Console
 
     from ci.reports.summary import Progress

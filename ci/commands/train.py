@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ci.adapters import ci_env
+from ci.adapters.state_dir import check_state_dir
 from ci.core.config import Config
 from ci.core.model import ModelStageResult
 from ci.core.ports import TrackingPort
@@ -22,6 +23,7 @@ def run_train(config: Config, environ: Mapping[str, str] | None = None,
               ) -> ModelStageResult:
     """The model stage alone, with lineage from the CI system or the local git checkout;
     `retrain` trains a new run even when the input hash is unchanged."""
+    check_state_dir(config.state_path)
     env = dict(os.environ if environ is None else environ)
     source = ci_env.detect(env, config.root_path)
     port = tracking or MlflowTracking()

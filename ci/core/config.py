@@ -7,7 +7,6 @@ Pure: callers pass the file text and the environ in. Every problem becomes a
 from __future__ import annotations
 
 import json
-import posixpath
 import re
 import tomllib
 from collections.abc import Mapping
@@ -25,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from ci.core import platforms
+from ci.core import paths, platforms
 from ci.core.errors import MISSING, ConfigError, ConfigProblem
 from ci.core.training_config import Interpreter, TrainContainerConfig
 
@@ -65,7 +64,7 @@ class ProjectConfig(_Model):
     platforms: Annotated[list[PlatformStr], BeforeValidator(_split_commas)] = Field(
         default_factory=lambda: ["linux/amd64"], min_length=1
     )
-    state_dir: str = DEFAULT_STATE_DIR
+    state_dir: paths.ProjectDir = DEFAULT_STATE_DIR
 
     @field_validator("platforms")
     @classmethod
@@ -109,15 +108,15 @@ class EmulationConfig(_Model):
 
 
 class BuildConfig(_Model):
-    context: str = "."
-    dockerfile: str = "Dockerfile"
+    context: paths.ProjectDir = "."
+    dockerfile: paths.RelativeFile = "Dockerfile"
     target: str | None = None
     base_image: str | None = Field(
         default=None, description="passed as build arg BASE, one per platform; the {fields} "
         "of platforms.TEMPLATE_FIELDS expand ({arch}, {debian_arch}, {slug}...)"
     )
     build_args: dict[str, str] = Field(default_factory=dict)
-    ca_bundle: str | None = Field(default=None, description="extra CA bundle, a BuildKit secret")
+    ca_bundle: paths.HostFile | None = Field(default=None, description="extra CA bundle, a BuildKit secret")
 
     @field_validator("base_image")
     @classmethod
@@ -136,7 +135,7 @@ class TestConfig(_Model):
     __test__ = False
     command: Command = Field(default_factory=lambda: ["python3", "-m", "pytest", "-q"])
     target: str | None = "test"
-    junit_path: str = "/tmp/maci-junit.xml"
+    junit_path: paths.ContainerPath = "/tmp/maci-junit.xml"  # in the test container
     env: dict[str, str] = Field(default_factory=dict)
     timeout_seconds: float = Field(default=1800, gt=0)
 
@@ -160,14 +159,6 @@ class MetricThresholdConfig(_Model):
         return self
 
 
-def _relative_inside(value: str, what: str) -> str:
-    """A posix path that stays inside its base: no absolute path, no climbing out with `..`."""
-    norm = posixpath.normpath(value.replace("\\", "/")) if value else "."
-    if posixpath.isabs(norm) or norm == ".." or norm.startswith("../"):
-        raise ValueError(f"must stay inside {what} (a relative path without '..' escaping it)")
-    return norm
-
-
 class ModelArtifactConfig(_Model):
     """What the image gets from the registered version, and where it lands in the build
     context; checked (present, sha256) before the version is registered."""
@@ -184,13 +175,15 @@ class ModelArtifactConfig(_Model):
     def _path(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        norm = _relative_inside(value, "the run's artifacts")
+        if not value:
+            return ""
+        norm = paths.inside(value, "the run's artifacts")
         return "" if norm == "." else norm
 
     @field_validator("dest")
     @classmethod
     def _dest(cls, value: str) -> str:
-        norm = _relative_inside(value, "build.context")
+        norm = paths.inside(value or ".", "build.context")
         if norm == ".":
             raise ValueError("must be a folder inside build.context, not the context itself")
         return norm
@@ -218,7 +211,7 @@ class ModelConfig(_Model):
     registered_model: str = Field(min_length=1)
     alias: str = Field(default="champion", pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
     experiment: str | None = None
-    workdir: str = "."
+    workdir: paths.ProjectDir = "."
     inputs: StrList = Field(default_factory=list, description="hashed into the input hash: "
                             "files, folders, globs, env:NAME, pkg:NAME")
     params: dict[str, str | int | float | bool] = Field(default_factory=dict)
@@ -237,7 +230,7 @@ class RegistryAuth(_Model):
 
 class PublishConfig(_Model):
     tags: StrList = Field(default_factory=lambda: ["sha-{sha}", "{branch}", "{semver}"])
-    latest_on: str = Field(default="main", description="branch that also moves `latest`")
+    latest_on: paths.OptionalBranch = Field(default="main", description="branch that also moves `latest`")
     auth: RegistryAuth = Field(default_factory=RegistryAuth)
     insecure: bool = False
 
@@ -253,9 +246,10 @@ class PublishConfig(_Model):
 
 
 class DeployConfig(_Model):
-    remote: str = Field(min_length=1)
-    branch: str = "main"
-    manifests: StrList = Field(min_length=1)
+    remote: paths.Remote = Field(min_length=1)
+    branch: paths.Branch = "main"
+    manifests: Annotated[list[paths.DeployFile], BeforeValidator(_split_commas)] = Field(
+        min_length=1)
     keep_tag: bool = True
     author: str = "multiarch-ci <ci@localhost>"
     max_retries: int = Field(default=3, ge=0, le=20)
@@ -265,8 +259,8 @@ class SmokeConfig(_Model):
     requests: int = Field(default=50, ge=1, le=100_000)
     concurrency: int = Field(default=4, ge=1, le=256)
     port: int = Field(default=8080, ge=1, le=65535)
-    health_path: str = "/health"
-    predict_path: str = "/predict"
+    health_path: paths.UrlPath = "/health"
+    predict_path: paths.UrlPath = "/predict"
     payload: dict[str, Any] = Field(default_factory=dict)
     p95_ms: float = Field(default=250, gt=0)
     p95_ms_emulated: float = Field(default=2500, gt=0)
@@ -429,9 +423,13 @@ def validate(data: Any, source: str = CONFIG_FILE, root: str = ".") -> Config:
     if "root" in data:
         raise ConfigError([ConfigProblem("root", data["root"], "unknown key", source)])
     try:
-        return Config.model_validate({**data, "root": root})
+        config = Config.model_validate({**data, "root": root})
     except ValidationError as exc:
         raise ConfigError(_problems(exc, data, source)) from None
+    problems = paths.cross_problems(config, source)
+    if problems:
+        raise ConfigError(problems)
+    return config
 
 
 def loads(
@@ -461,7 +459,8 @@ def find(start: Path) -> Path | None:
 
 
 def load(path: Path | None, environ: Mapping[str, str], cwd: Path) -> Config:
-    """Read a config file (or find one from cwd) and apply overrides."""
+    """Read a config file (or find one from cwd), apply overrides, and check the project
+    paths against the symlinks on disk (the one check `loads` cannot make from text)."""
     if path is None:
         path = find(cwd)
         if path is None:
@@ -474,4 +473,11 @@ def load(path: Path | None, environ: Mapping[str, str], cwd: Path) -> Config:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError([ConfigProblem("", MISSING, exc.strerror or str(exc), str(path))]) from None
-    return loads(text, str(path), str(path.resolve().parent), environ)
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigProblem("", MISSING, f"not UTF-8 text ({exc.reason} at byte "
+                                         f"{exc.start})", str(path))]) from None
+    config = loads(text, str(path), str(path.resolve().parent), environ)
+    problems = paths.link_problems(config, str(path))
+    if problems:  # the symlinks that exist now: a link out of the project is refused too
+        raise ConfigError(problems)
+    return config

@@ -9,9 +9,9 @@ import sys
 import ci
 
 PINNED = [
-    "CIError", "Config", "ConfigError", "DeployRefused", "DeployResult", "Engine",
+    "Busy", "CIError", "Config", "ConfigError", "DeployRefused", "DeployResult", "Engine",
     "EngineError", "GateCheck", "GateFailed", "GitOpsError", "GitPort", "Interrupted",
-    "JobSpec", "ModelStageResult", "ModelVerdict", "Permit", "PipelineError", "Plan",
+    "JobSpec", "JournalError", "ModelStageResult", "ModelVerdict", "Permit", "PipelineError", "Plan",
     "PlanUnavailable", "PlatformResult", "Ports", "PromoteResult", "PublishResult",
     "RegistryError", "RegistryPort", "Release", "ReleaseOutcome", "SmokeResult", "SourceInfo",
     "StepFailed", "TestsFailed", "ToolError", "TrackingError", "TrackingPort", "UsageError",
