@@ -7,6 +7,7 @@ work starts when a platform cannot be placed or its base image is missing on its
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -15,11 +16,13 @@ from pathlib import Path
 
 from ci.adapters import bases, ci_env, inventory
 from ci.core.config import Config
-from ci.core.errors import PlanUnavailable
+from ci.core.errors import PlanUnavailable, UsageError
 from ci.core.jobs import spec_for, with_model
 from ci.core.plan import Plan, make_plan, runners_for
 from ci.core.platforms import Platform
 from ci.core.results import JobSpec, SourceInfo
+
+RUN_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 Clock = Callable[[], datetime]
 
@@ -98,6 +101,9 @@ def prepare(
         raise PlanUnavailable("; ".join(problems), problems)
     source = ci_env.detect(env, config.root_path)
     rid = run_id or new_run_id(source, clock)
+    if not RUN_ID_RE.fullmatch(rid) or rid in (".", ".."):
+        raise UsageError(f"run id {rid!r} (--run-id / MACI_RUN_ID): use letters, digits, '.', "
+                         "'_' and '-' only (it names a folder under the state dir)")
     out = config.state_path / "runs" / rid
     created = now_rfc3339(clock)
     specs = [spec_for(config, job, source, rid, out, created=created) for job in plan.jobs]
