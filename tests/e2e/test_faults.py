@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,7 +26,8 @@ from tests.e2e.test_release import (
     head,
     tag_digest,
 )
-from tests.fixtures.registry import TAG_PUT, FaultProxy, Registry
+from tests.fixtures.mlflow_server import MlflowServer
+from tests.fixtures.registry import TAG_PUT, FaultProxy, Registry, fault_proxy_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -65,6 +70,14 @@ def deployed(project: Project, key: str = "index_digest") -> str:
     show = subprocess.run(["git", "-C", str(project.deploy_remote), "show",
                            "HEAD:.maci/deployed.json"], capture_output=True, text=True, check=True)
     return str(json.loads(show.stdout)[key])
+
+
+def released_revision(project: Project) -> str:
+    """The source commit the `main` tag's index says it was built from."""
+    status, body = project.registry.get(f"/v2/{project.repo}/manifests/main",
+                                        accept="application/vnd.oci.image.index.v1+json")
+    assert status == 200, body
+    return str(json.loads(body)["annotations"]["org.opencontainers.image.revision"])
 
 
 def leftover_containers() -> list[str]:
@@ -163,11 +176,19 @@ def test_a_second_run_is_refused_while_one_runs_and_sigterm_cleans_up(project: P
 
 def test_an_older_commit_finishing_late_never_moves_tags_back(project: Project,
                                                              tmp_path: Path) -> None:
+    released = released_revision(project)
+    parents = subprocess.run(["git", "-C", str(project.path), "rev-list", "--count", released],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    if parents == "1":  # run alone: release a second commit first
+        project.commit("newer")
+        assert project.run().returncode == 0
+        released = released_revision(project)
     newest = project.world()["tags"]
     older = tmp_path / "older"
     subprocess.run([*GIT, "clone", "-q", str(project.path), str(older)], check=True)
-    subprocess.run([*GIT, "-C", str(older), "reset", "-q", "--hard", "HEAD~1"], check=True)
+    subprocess.run([*GIT, "-C", str(older), "reset", "-q", "--hard", f"{released}~1"], check=True)
     old_sha = head(older)
+    shutil.copytree(project.path / "model", older / "model")  # the registered model, materialized
     proc = subprocess.run([sys.executable, "-m", "ci", "build", "--json"], cwd=older,
                           env=project.env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -179,3 +200,45 @@ def test_an_older_commit_finishing_late_never_moves_tags_back(project: Project,
     kept = data["publish"]["kept"]
     assert set(kept) == {"main", "latest"}, data["publish"]
     assert "kept on the newer source" in kept["main"]
+
+
+def champion(server: MlflowServer, model: str) -> str | None:
+    """The alias straight from the server (not through the proxy)."""
+    query = urllib.parse.urlencode({"name": model, "alias": "champion"})
+    try:
+        with urllib.request.urlopen(
+                f"{server.uri}/api/2.0/mlflow/registered-models/alias?{query}", timeout=10) as r:
+            return str(json.load(r)["model_version"]["version"])
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise
+
+
+def test_mlflow_down_at_promote_is_finished_by_the_rerun(project: Project,
+                                                         mlflow_server: MlflowServer) -> None:
+    """The deploy landed, then MLflow failed: exit 1 naming the promote, and the rerun
+    promotes that same version without a second deploy commit."""
+    model = "faults-wine-promote"
+    with fault_proxy_for(mlflow_server.port) as mlflow:
+        uri = f"http://{mlflow.host}"
+        project.commit("mlflow down at promote")
+        mlflow.fail("POST", r"/registered-models/alias$", status=503)
+        started = time.monotonic()
+        proc = project.run(MACI_MLFLOW__TRACKING_URI=uri, MACI_MODEL__REGISTERED_MODEL=model)
+        took = time.monotonic() - started
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        assert "promote" in proc.stderr.strip().splitlines()[-1], proc.stderr[-2000:]
+        left = json.loads((project.path / ".maci" / "journal.json").read_text())
+        assert left["phase"] == "deployed" and left["failure"].startswith("promote: ")
+        assert deployed(project) == left["index_digest"]  # the rollout happened
+        assert champion(mlflow_server, model) is None
+        deploy_head = head(project.deploy_remote)
+        mlflow.reset()
+
+        rerun = project.run(MACI_MLFLOW__TRACKING_URI=uri, MACI_MODEL__REGISTERED_MODEL=model)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert "finish unfinished release" in rerun.stderr
+    assert champion(mlflow_server, model) == left["model_version"]
+    assert head(project.deploy_remote) == deploy_head  # up to date: no second rollout
+    assert took < 240, took  # a down MLflow fails within a bounded time
