@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 import threading
 from collections.abc import Generator, Mapping, Sequence
@@ -35,6 +36,9 @@ from ci.core.oci import (
 )
 
 __all__ = ["Credentials", "ImageRef", "Manifest", "RegistryClient", "digest_of", "platform_str"]
+
+log = logging.getLogger(__name__)
+stamina.instrumentation.set_on_retry_hooks([])  # our own retry lines say what failed
 
 
 @dataclass(frozen=True)
@@ -196,14 +200,23 @@ class RegistryClient:
     ) -> httpx.Response:
         """One request with retries on 5xx/429/transport errors; other statuses → RegistryError."""
         what = what or f"{method} {path}"
+        last = ""
         try:
             for attempt in stamina.retry_context(
                 on=_retry_on, attempts=self.attempts, wait_initial=0.2, wait_max=2.0,
                 wait_jitter=0.2, timeout=self.timeout * self.attempts,
             ):
                 with attempt:
-                    resp = self.client.request(method, path, **kwargs)
+                    if attempt.num > 1:
+                        log.warning("%s: attempt %d/%d after %s", what, attempt.num,
+                                    self.attempts, last or "a transient error")
+                    try:
+                        resp = self.client.request(method, path, **kwargs)
+                    except httpx.TransportError as exc:
+                        last = redact.redact(f"{type(exc).__name__}: {exc}")
+                        raise
                     if resp.status_code >= 500 or resp.status_code == 429:
+                        last = f"HTTP {resp.status_code}"
                         raise _Retryable(resp)
         except _Retryable as exc:
             resp = exc.response

@@ -3,13 +3,20 @@
 It fails closed: an unreachable server is a `TrackingError` within seconds (a probe with a
 short timeout, then few HTTP retries), and every MLflow or network error is translated into
 `TrackingError` here, so the model stage never half-publishes on a flaky server.
+
+Retries: MLflow's own HTTP client retries every REST and artifact call (any method) on
+connection errors, 408/429/5xx; `HTTP_DEFAULTS` bounds it and `_RetryLines` makes each retry
+one visible log line. Our own retry (`ci.adapters.retry`) covers the one call MLflow does
+not retry: the /health probe.
 `mlflow` is imported inside functions: it costs ~1.4 s and `ci --help` must stay fast.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -19,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
+from ci.adapters import retry
 from ci.core import redact
 from ci.core.config import Config
 from ci.core.data import Frozen
@@ -28,14 +36,22 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 # Lower MLflow's HTTP defaults (120 s timeout, 7 retries with backoff: minutes on a dead
-# server) unless the user chose their own values.
+# server; a Retry-After honoured up to 6 h) unless the user chose their own values. With
+# these, one call makes 3 attempts, waiting 0 s then 2 s (+<=0.2 s jitter each; urllib3
+# retries the first time at once): a server that refuses or answers 5xx/429 fails a call in
+# ~2.4 s; one that accepts and never answers within 3 x 10 s + 2.4 s.
 HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.2",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER": "false",
 }
 PROBE_TIMEOUT = 3.0
+# the probe retries a refused connection or 5xx quickly (a restarting server), at most
+# MACI_RETRY_ATTEMPTS times with <= 0.25/0.5/1 s pauses; a hung server is not asked again
+PROBE_WAIT_INITIAL, PROBE_WAIT_MAX = 0.25, 1.0
+log = logging.getLogger(__name__)
 
 
 
@@ -70,6 +86,17 @@ def _first_line(text: str, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def _gave_up(text: str) -> str:
+    """' after N attempts (last: CAUSE)' when MLflow's HTTP client retried the error until it
+    gave up (the cause would often be cut off the end of MLflow's long message)."""
+    try:
+        attempts = int(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")) + 1
+    except ValueError:
+        return ""
+    cause = retry.classify(text)
+    return f" after {attempts} attempts (last: {cause.reason})" if attempts > 1 and cause else ""
+
+
 @contextmanager
 def translating(what: str) -> Iterator[None]:
     """Turn MLflow and network errors into TrackingError, naming the operation."""
@@ -78,11 +105,59 @@ def translating(what: str) -> Iterator[None]:
     try:
         yield
     except MlflowException as exc:
-        raise TrackingError(
-            redact.redact(f"MLflow {what} failed: {_first_line(exc.message)}")
-        ) from exc
+        raise TrackingError(redact.redact(
+            f"MLflow {what} failed{_gave_up(exc.message)}: {_first_line(exc.message)}"
+        )) from exc
     except OSError as exc:  # requests' errors are OSErrors too
-        raise TrackingError(redact.redact(f"MLflow {what} failed: {_first_line(str(exc))}")) from exc
+        raise TrackingError(redact.redact(
+            f"MLflow {what} failed{_gave_up(str(exc))}: {_first_line(str(exc))}"
+        )) from exc
+
+
+class _RetryLines(logging.Filter):
+    """MLflow's client (requests + urllib3) retries silently: urllib3 notes a retry at DEBUG
+    only. On urllib3's loggers this turns each retry into one warning line of ours and drops
+    urllib3's own notes (its DEBUG lines and its duplicate "Retrying (...)" warning)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        if record.levelno > logging.DEBUG:
+            return not msg.startswith("Retrying (")
+        args = record.args
+        if msg.startswith("Incremented Retry") and isinstance(args, tuple) and len(args) == 2:
+            _log_retry(str(args[0]), args[1])
+        return False
+
+
+def _log_retry(url: str, state: Any) -> None:
+    """`MLflow POST /api/...: attempt 2/3 after HTTP 503 (retrying in 0.0 s)`."""
+    history = list(getattr(state, "history", None) or ())
+    if not history:
+        return
+    last, failed = history[-1], len(history)
+    left = state.total if isinstance(state.total, int) else 0
+    cause = retry.classify(str(last.error)) if last.error is not None else None
+    reason = (f"HTTP {last.status}" if last.status else
+              cause.reason if cause else type(last.error).__name__)
+    # urllib3's backoff (jitter not included): none before the first retry, then doubling
+    pause = 0.0 if failed <= 1 else min(float(state.backoff_max),
+                                         float(state.backoff_factor) * 2.0 ** (failed - 1))
+    path = url.split("?", 1)[0]
+    who = "MLflow" if "mlflow" in path else "HTTP"
+    log.warning("%s", redact.redact(f"{who} {last.method} {path}: attempt {failed + 1}/"
+                                    f"{failed + 1 + left} after {reason} (retrying in {pause:.1f} s)"))
+
+
+_RETRY_FILTER = _RetryLines()
+
+
+def _watch_retries() -> None:
+    """Install `_RetryLines` once per process (urllib3's retry notes are DEBUG records)."""
+    for name in ("urllib3.util.retry", "urllib3.connectionpool"):
+        logger = logging.getLogger(name)
+        if _RETRY_FILTER not in logger.filters:
+            logger.addFilter(_RETRY_FILTER)
+    logging.getLogger("urllib3.util.retry").setLevel(logging.DEBUG)
 
 
 def _token(config: Config, environ: Mapping[str, str]) -> str | None:
@@ -96,23 +171,44 @@ def _token(config: Config, environ: Mapping[str, str]) -> str | None:
     return value
 
 
-def probe(uri: str, token: str | None = None, timeout: float = PROBE_TIMEOUT) -> None:
-    """GET <uri>/health once with a short timeout; raise TrackingError if it does not answer."""
+def _probe_transient(exc: BaseException) -> retry.Transient | None:
+    """A refused/reset connection or 5xx/429 is worth asking again; a timeout is not."""
+    cause = retry.from_error(exc)
+    return None if cause is None or cause.reason == "timeout" else cause
+
+
+def probe(uri: str, token: str | None = None, timeout: float = PROBE_TIMEOUT,
+          policy: retry.Policy | None = None) -> None:
+    """GET <uri>/health with a short timeout, retried quickly on a refused connection or
+    5xx (see PROBE_WAIT_*); raise TrackingError if it does not answer."""
     request = urllib.request.Request(uri.rstrip("/") + "/health")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
-    try:
+    shown = re.sub(r"//[^/@]*@", "//", uri)  # user:password@ never reaches a log line
+    rules = policy or retry.Policy.from_env()
+    rules = retry.Policy(rules.attempts, min(rules.wait_initial, PROBE_WAIT_INITIAL),
+                         min(rules.wait_max, PROBE_WAIT_MAX))
+
+    def once() -> None:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
-            if resp.status == 200:
-                return
-            detail = f"HTTP {resp.status}"
+            if resp.status != 200:
+                raise urllib.error.HTTPError(request.full_url, resp.status, "not healthy",
+                                             resp.headers, None)
+
+    def unreachable(detail: str) -> TrackingError:
+        return TrackingError(
+            redact.redact(f"MLflow at {shown} is unreachable ({detail}); nothing was logged"))
+
+    def gave_up(message: str) -> TrackingError:
+        return TrackingError(f"{message}; the server is unreachable, nothing was logged")
+
+    try:
+        retry.call(once, what=f"MLflow health check at {shown}", transient=_probe_transient,
+                   policy=rules, give_up=gave_up)
     except urllib.error.HTTPError as exc:
-        detail = f"HTTP {exc.code}"
+        raise unreachable(f"HTTP {exc.code}") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        detail = str(getattr(exc, "reason", exc))
-    raise TrackingError(
-        redact.redact(f"MLflow at {uri} is unreachable ({detail}); nothing was logged")
-    )
+        raise unreachable(str(getattr(exc, "reason", exc))) from None
 
 
 def connect(config: Config, environ: Mapping[str, str] | None = None) -> Tracking:
@@ -131,7 +227,8 @@ def connect(config: Config, environ: Mapping[str, str] | None = None) -> Trackin
         os.environ.setdefault(key, env.get(key, value))
     artifact_root: str | None = None
     if uri.startswith(("http://", "https://")):
-        probe(uri, token)
+        _watch_retries()
+        probe(uri, token, policy=retry.Policy.from_env(env))
     elif uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///"))
         try:
@@ -139,8 +236,6 @@ def connect(config: Config, environ: Mapping[str, str] | None = None) -> Trackin
         except OSError as exc:
             raise TrackingError(f"cannot create the embedded MLflow store {db}: {exc}") from None
         artifact_root = (db.parent / "mlartifacts").as_uri()
-    import logging
-
     from mlflow import MlflowClient
 
     for noisy in ("mlflow", "alembic"):  # store migrations and "validation passed" chatter
