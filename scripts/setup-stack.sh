@@ -3,6 +3,8 @@
 #
 # Installs and starts everything the real-stack tests need:
 #   * Debian packages: docker.io, qemu-user-static, mmdebstrap, docker-registry, skopeo, ...
+#   * openssh-server + socat for the ssh:// runner in a network namespace (scripts/netns-runner.sh;
+#     no sshd is started on this host)
 #   * the docker buildx CLI plugin (from Debian trixie's docker-buildx .deb; bookworm has none)
 #   * a background dockerd (if no daemon answers), pid in $MACI_DOCKERD_PIDFILE
 #   * qemu binfmt_misc handlers with flags OCF, usable inside containers: aarch64 and arm
@@ -104,6 +106,34 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -q --no-install-recommends \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
         "${missing[@]}" </dev/null
+    phase_end "installed ${missing[*]}"
+else
+    phase_end "all present"
+fi
+
+# openssh-server + socat: the ssh:// Docker runner in a network namespace that the remote-runner
+# tests bring up (scripts/netns-runner.sh runs its own sshd there, with its own config and keys).
+# The package must not start or leave running an sshd on this host: while it installs, a
+# policy-rc.d that answers 101 ("action forbidden") stops invoke-rc.d from starting it.
+phase_start ssh-runner
+SSH_RUNNER_PACKAGES=(openssh-server socat)
+missing=()
+for p in "${SSH_RUNNER_PACKAGES[@]}"; do is_installed "$p" || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing: ${missing[*]}"
+    policy_added=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 0755 /usr/sbin/policy-rc.d
+        policy_added=1
+    fi
+    apt-get update -q </dev/null
+    rc=0
+    apt-get install -y -q --no-install-recommends \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+        "${missing[@]}" </dev/null || rc=$?
+    [ -z "$policy_added" ] || rm -f /usr/sbin/policy-rc.d
+    [ "$rc" = 0 ] || die "apt-get install ${missing[*]} failed (exit $rc)"
     phase_end "installed ${missing[*]}"
 else
     phase_end "all present"

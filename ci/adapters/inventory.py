@@ -55,6 +55,16 @@ def _parse_buildx_platforms(text: str) -> list[str]:
     return found
 
 
+def _reason(line: str) -> str:
+    """One error line of the docker CLI, short. For an ssh:// host it reads `error during
+    connect: Get "…": command [ssh …] has exited with exit status 255, …: stderr=ssh: connect
+    to host H port 22: No route to host`: keep what ssh said, which a cut at 300 chars loses."""
+    head, sep, said = line.strip().partition(" stderr=")
+    if sep and said.strip():
+        return f"{head.split(':', 1)[0]}: {said.strip()}"[:300]
+    return line.strip()[:300]
+
+
 def _is_local(host: str) -> bool:
     return not host or host.startswith("unix://") or host.startswith("npipe://")
 
@@ -75,7 +85,7 @@ def discover_docker(runner: RunnerInfo, environ: Mapping[str, str]) -> RunnerInf
         lines = (res.stderr.strip() or res.stdout.strip() or "no answer").splitlines()
         err = next((ln for ln in lines if "daemon" in ln.lower() or "error" in ln.lower()),
                    lines[-1])
-        return runner.model_copy(update={"reachable": False, "error": err.strip()[:300]})
+        return runner.model_copy(update={"reachable": False, "error": _reason(err)})
     native = str(platforms.from_engine(str(info.get("OSType", "linux")),
                                        str(info.get("Architecture", ""))))
     emulates: list[str] = []

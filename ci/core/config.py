@@ -138,6 +138,8 @@ class TestConfig(_Model):
     junit_path: paths.ContainerPath = "/tmp/maci-junit.xml"  # in the test container
     env: dict[str, str] = Field(default_factory=dict)
     timeout_seconds: float = Field(default=1800, gt=0)
+    # the first platform job that fails cancels the others (reported as failed: cancelled)
+    fail_fast: bool = True
 
 
 class MetricThresholdConfig(_Model):

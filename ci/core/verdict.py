@@ -21,6 +21,7 @@ from ci.core.results import SmokeResult as SmokeResult  # re-exported: callers i
 
 VERDICT_SCHEMA = 1
 MODEL_STEP = "model"  # FailureDetail.step of a platform job stopped because the model failed
+CANCELLED_STEP = "cancelled"  # ... stopped because another platform failed first (fail-fast)
 
 
 
@@ -193,6 +194,7 @@ def decide(
     expected_platforms = [_norm(p) for p in expected_platforms]
     said = bool(stage_error or extra_reasons)  # why jobs stopped is already said once
     skipped = not platforms and said
+    cancelled: list[str] = []  # fail-fast victims: after the failure that caused them
     for p in expected_platforms:
         r = by_platform.get(p)
         if r is None:
@@ -201,6 +203,9 @@ def decide(
         elif not r.ok:
             if r.failure and r.failure.step == MODEL_STEP and said:
                 continue  # the model stage's own reason says why; once is enough
+            if r.failure and r.failure.step == CANCELLED_STEP:
+                cancelled.append(f"{p}: {r.failure.message}")
+                continue
             if r.failure:
                 why = r.failure.message
             elif r.status == "passed":
@@ -208,6 +213,7 @@ def decide(
             else:
                 why = r.status
             reasons.append(f"{p}: {why}")
+    reasons += cancelled
     for p in sorted(set(by_platform) - set(expected_platforms)):
         reasons.append(f"{p}: unexpected platform result")
     if model_required and model is None:

@@ -7,15 +7,20 @@ scratch and push again (bounded, short backoff) — never force. Every git call 
 
 The monotonic guard lives ON the deploy branch, in `.maci/deployed.json`, committed together
 with the manifests, so it moves atomically with what Argo CD deploys and every clone sees it.
-A source commit is refused when it is provably older than the recorded one: git ancestry in
-the source checkout decides first (the true order, immune to clock skew and rebases); when
-that checkout cannot tell (shallow CI clone, diverged branches) the committer times decide.
-Without either, the order is unknown and the deploy is refused rather than risk a rollback.
+Only git ancestry in the source checkout decides (the true order, immune to clock skew,
+rebases and commits made in the same second): a descendant of the deployed commit (or that
+commit itself) deploys; an ancestor, diverged history or a commit the checkout does not hold
+(shallow CI clone) is refused, naming both commits, rather than risk a rollback. Commit times
+are recorded, never used to decide.
+
+The clone lives under the state dir (`<state_dir>/tmp/deploy-<pid>-<start>-<random>`) and is
+removed on every exit path; one a SIGKILLed ci left is removed by the next deploy.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -34,7 +39,9 @@ from ci.core.manifests import Change, Target, split_ref, update_manifest
 from ci.core.outcome import DeployResult, PublishResult
 from ci.core.results import SourceInfo
 
+log = logging.getLogger(__name__)
 GUARD_FILE = ".maci/deployed.json"
+CLONE_PREFIX = "deploy-"
 GIT_TIMEOUT = 300.0
 Relation = Literal["same", "descendant", "ancestor", "diverged", "unknown"]
 EventHook = Callable[[str, int], None]
@@ -67,27 +74,24 @@ class _Rejected(Exception):
     """The remote refused the push (moved branch, hook, lock race): retry on the new head."""
 
 
-def check_order(previous: Deployed | None, sha: str, time: int | None, relation: Relation) -> None:
-    """Raise DeployRefused when `sha` is older than the deployed commit (pure; see module doc)."""
+def check_order(previous: Deployed | None, sha: str, relation: Relation, why: str = "") -> None:
+    """Raise DeployRefused unless `sha` is the deployed commit or a descendant of it (pure;
+    `why` says why the relation is unknown). No commit-time tie-breaker: see module doc."""
     if previous is None or relation in ("same", "descendant") or previous.source_sha == sha:
         return
-    old = previous.source_sha[:12]
+    old, new = previous.source_sha, sha
     if relation == "ancestor":
-        raise DeployRefused(f"source commit {sha[:12]} is older than the deployed {old} (an ancestor of it)")
-    if time is None or previous.source_time is None:
+        raise DeployRefused(f"source commit {new[:12]} is older than the deployed {old[:12]} "
+                            f"(an ancestor of it): refusing to roll back ({new} < {old})")
+    if relation == "diverged":
         raise DeployRefused(
-            f"cannot tell whether source commit {sha[:12]} is newer than the deployed {old}: "
-            "no checkout holding both and no commit time; deploy from the source checkout"
-        )
-    if time < previous.source_time:
-        raise DeployRefused(
-            f"source commit {sha[:12]} ({_iso(time)}) is older than the deployed {old} "
-            f"({_iso(previous.source_time)}); {relation} history, refusing to roll back"
-        )
-
-
-def _iso(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            f"source commit {new} and the deployed {old} have diverged (neither contains "
+            "the other): refusing, the order is undecidable; merge or rebase onto the "
+            "deployed commit and release that")
+    raise DeployRefused(
+        f"cannot tell whether source commit {new} is newer than the deployed {old}: "
+        f"{why or 'no source checkout holds both'}; refusing (deploy from a checkout with "
+        "the history of both, e.g. `git fetch --unshallow`)")
 
 
 def display_remote(remote: str) -> str:
@@ -137,22 +141,33 @@ def _last(result: proc.Result) -> str:
 
 
 def _source_order(source_repo: Path | None, sha: str, previous: Deployed | None,
-                  environ: Mapping[str, str]) -> tuple[int | None, Relation]:
-    """(committer time of `sha`, its relation to the deployed commit) from the source checkout."""
+                  environ: Mapping[str, str]) -> tuple[int | None, Relation, str]:
+    """(committer time of `sha`, for the record; its relation to the deployed commit; why
+    the relation is unknown) from the source checkout."""
     if source_repo is None or not sha or not source_repo.is_dir():
-        return None, "unknown"
+        return None, "unknown", "no source checkout"
     git = _Git(source_repo, "", environ)
     shown = git("show", "-s", "--format=%ct", f"{sha}^{{commit}}", check=False)
     time = int(shown.stdout.strip()) if shown.ok and shown.stdout.strip().isdigit() else None
     if previous is None or previous.source_sha == sha:
-        return time, "same"
+        return time, "same", ""
     forward = git("merge-base", "--is-ancestor", previous.source_sha, sha, check=False).returncode
     if forward == 0:
-        return time, "descendant"
+        return time, "descendant", ""
     backward = git("merge-base", "--is-ancestor", sha, previous.source_sha, check=False).returncode
     if backward == 0:
-        return time, "ancestor"
-    return time, "diverged" if forward == 1 and backward == 1 else "unknown"
+        return time, "ancestor", ""
+    missing = [c for c in (previous.source_sha, sha)
+               if not git("cat-file", "-e", f"{c}^{{commit}}", check=False).ok]
+    shallow = git("rev-parse", "--is-shallow-repository", check=False).stdout.strip() == "true"
+    if forward == 1 and backward == 1 and not missing and not shallow:
+        return time, "diverged", ""
+    where = f"the source checkout {source_repo}"
+    if missing:
+        why = f"{where} does not hold {' nor '.join(c[:12] for c in missing)}"
+    else:
+        why = f"{where} is shallow, so its history cannot order them"
+    return time, "unknown", why
 
 
 def commit_message(project: str, target: Target, source: SourceInfo, sequence: int) -> str:
@@ -195,10 +210,34 @@ def deploy(
     except ValueError as exc:
         raise UsageError(f"index reference {index_ref!r}: {exc}") from None
     env = dict(os.environ if environ is None else environ)
-    with tempfile.TemporaryDirectory(prefix="maci-deploy-") as tmp:
+    parent = config.state_path / "tmp"
+    swept = sweep_clones(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    pid = os.getpid()
+    # removed on every exit path, Ctrl-C/SIGTERM included; a SIGKILL leaves it for the sweep
+    with tempfile.TemporaryDirectory(prefix=f"{CLONE_PREFIX}{pid}-{proc.start_time(pid)}-",
+                                     dir=parent) as tmp:
         run = _Run(config, config.deploy, target, source, source_repo, env, dry_run,
                    on_event or (lambda _event, _n: None), _Git(Path(tmp), config.deploy.author, env))
-        return run.go(Path(tmp) / "deploy")
+        done = run.go(Path(tmp) / "deploy")
+    return replace(done, messages=(*swept, *done.messages)) if swept else done
+
+
+def sweep_clones(parent: Path) -> list[str]:
+    """Remove the deploy clones under `parent` whose owning ci process is dead (a SIGKILL
+    runs no cleanup); one message (also logged) when any was removed."""
+    removed: list[str] = []
+    for path in sorted(parent.glob(f"{CLONE_PREFIX}*")) if parent.is_dir() else []:
+        match = re.fullmatch(rf"{CLONE_PREFIX}(\d+)-(\d*)-.+", path.name)
+        if match and path.is_dir() and not proc.alive(int(match.group(1)), match.group(2)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    if not removed:
+        return []
+    noun = "clone" if len(removed) == 1 else "clones"
+    message = f"removed {len(removed)} leftover deploy {noun} of dead runs: {', '.join(removed)}"
+    log.warning("%s", message)
+    return [message]
 
 
 @dataclass
@@ -281,8 +320,8 @@ class _Run:
         git, dc, t, src = self.git, self.dc, self.target, self.source
         guard = git.cwd / GUARD_FILE
         previous = Deployed.parse(guard.read_text()) if guard.is_file() else None
-        time, relation = _source_order(self.source_repo, src.sha, previous, self.env)
-        check_order(previous, src.sha, time, relation)
+        time, relation, why = _source_order(self.source_repo, src.sha, previous, self.env)
+        check_order(previous, src.sha, relation, why)
         files, changes = self.edit()
         head = git("rev-parse", "HEAD").stdout.strip()
         done = previous.sequence if previous else 0

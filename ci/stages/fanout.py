@@ -3,6 +3,9 @@
 Each job runs on its placed runner through whatever `Engine` the caller's factory returns;
 at most `capacity[runner]` jobs share a runner at once. An engine error becomes an `error`
 result (data for the verdict) instead of tearing down the other jobs; Ctrl-C cancels all.
+With `fail_fast` the first platform that does not pass cancels the others (the release can
+no longer pass): each ends as a failed "cancelled: <platform> failed first" result, and its
+engine's cancel cleanup removes its test container.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ import anyio
 
 from ci.adapters.registry import RegistryClient
 from ci.core.config import Config
-from ci.core.errors import CIError, EngineUnreachable, UsageError
+from ci.core.errors import CIError, EngineUnreachable, StepFailed, UsageError
 from ci.core.placement import Replacer, error_result, qemu_fallback
 from ci.core.ports import EngineFactory
 from ci.core.results import JobSpec, PlatformResult
+from ci.core.verdict import CANCELLED_STEP, MODEL_STEP
 from ci.stages.prepare import Prepared
 
 
@@ -28,16 +32,20 @@ async def run_jobs(
     *,
     replace: Replacer | None = None,
     on_result: Callable[[PlatformResult], None] | None = None,
+    fail_fast: bool = True,
 ) -> list[PlatformResult]:
     """Run every spec on its runner; results come back in the order of `specs`.
 
     `replace` (e.g. `qemu_fallback(plan.runners, plan.fallback)`) is asked for a new
-    placement when a runner does not answer at run time.
+    placement when a runner does not answer at run time; `fail_fast` cancels the other
+    jobs once one did not pass.
     """
     limiters: dict[str, anyio.CapacityLimiter] = {
         name: anyio.CapacityLimiter(max(1, n)) for name, n in capacity.items()
     }
     results: list[PlatformResult | None] = [None] * len(specs)
+    scopes = [anyio.CancelScope() for _ in specs]
+    first: list[PlatformResult] = []  # the result that failed first
 
     def limiter(spec: JobSpec) -> anyio.CapacityLimiter:
         name = spec.placement.runner or "-"
@@ -50,23 +58,32 @@ async def run_jobs(
         async with limiter(spec):
             return await engine.run_job(spec)
 
-    async def one(i: int, spec: JobSpec) -> None:
+    async def placed(spec: JobSpec) -> PlatformResult:
         tried: set[str] = set()
         current = spec
         while True:
             tried.add(current.placement.runner or "-")
             try:
-                result = await attempt(current)
+                return await attempt(current)
             except EngineUnreachable as exc:
                 nxt = replace(current, exc, tried) if replace else None
                 if nxt is None:
-                    result = error_result(current, exc, current.placement.engine or "-")
-                else:
-                    current = nxt
-                    continue
+                    return error_result(current, exc, current.placement.engine or "-")
+                current = nxt
             except CIError as exc:
-                result = error_result(current, exc, current.placement.engine or "-")
-            break
+                return error_result(current, exc, current.placement.engine or "-")
+
+    async def one(i: int, spec: JobSpec) -> None:
+        result: PlatformResult | None = None
+        with scopes[i]:
+            result = await placed(spec)
+        if result is None:  # cancelled by fail-fast (a Ctrl-C propagates out of the scope)
+            result = cancelled_result(spec, first[0])
+        elif fail_fast and result.status != "passed" and not first:
+            first.append(result)
+            for j, scope in enumerate(scopes):
+                if j != i:
+                    scope.cancel()
         results[i] = result
         if on_result:
             on_result(result)
@@ -75,6 +92,21 @@ async def run_jobs(
         for i, spec in enumerate(specs):
             tg.start_soon(one, i, spec)
     return [r for r in results if r is not None]
+
+
+def configured_fail_fast(config: Config) -> bool:
+    """`[test] fail_fast` (default true): the first failed platform cancels the others."""
+    return config.test.fail_fast
+
+
+def cancelled_result(spec: JobSpec, failed: PlatformResult) -> PlatformResult:
+    """The result of a job fail-fast cancelled: failed (never passed), naming who failed
+    first; a job stopped by the model stage passes that reason on (said once, as the model's)."""
+    engine = spec.placement.engine or "-"
+    if failed.failure and failed.failure.step == MODEL_STEP:  # what the job would have got
+        return error_result(spec, StepFailed(failed.failure.message, step=MODEL_STEP), engine)
+    exc = StepFailed(f"cancelled: {failed.platform} failed first", step=CANCELLED_STEP)
+    return error_result(spec, exc, engine).model_copy(update={"status": "failed"})
 
 
 BeforeRelease = Callable[[JobSpec], Awaitable[JobSpec]]
@@ -102,11 +134,12 @@ def execute(
     environ: Mapping[str, str] | None = None,
     on_result: Callable[[PlatformResult], None] | None = None,
     factory: EngineFactory | None = None,
+    fail_fast: bool | None = None,
 ) -> list[PlatformResult]:
     """Run all specs concurrently on their runners (bounded by each runner's capacity)."""
     return anyio.run(lambda: execute_async(prepared, config, engine=engine, push=push,
                                            environ=environ, on_result=on_result,
-                                           factory=factory))
+                                           factory=factory, fail_fast=fail_fast))
 
 
 async def execute_async(
@@ -119,11 +152,12 @@ async def execute_async(
     on_result: Callable[[PlatformResult], None] | None = None,
     before_release: BeforeRelease | None = None,
     factory: EngineFactory | None = None,
+    fail_fast: bool | None = None,
 ) -> list[PlatformResult]:
     """`execute` inside a running event loop (so other stages can run beside the jobs).
 
     `factory` replaces the real engines (a test's in-memory engine); by default the named
-    engine pushes to the configured registry.
+    engine pushes to the configured registry. `fail_fast` None: the config's (default on).
     """
     env = dict(os.environ if environ is None else environ)
     registry = None
@@ -136,7 +170,9 @@ async def execute_async(
     replace = qemu_fallback(prepared.plan.runners, prepared.plan.fallback)
     try:
         return await run_jobs(prepared.specs, factory, capacity, replace=replace,
-                              on_result=on_result)
+                              on_result=on_result,
+                              fail_fast=configured_fail_fast(config) if fail_fast is None
+                              else fail_fast)
     finally:
         if registry:
             registry.close()

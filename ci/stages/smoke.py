@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import anyio
 
 from ci.adapters import proc
+from ci.adapters.engines import docker_containers
 from ci.adapters.inventory import docker_env
 from ci.adapters.smoke_client import (
     PlacementKind,
@@ -119,7 +120,8 @@ async def _start(docker: _Docker, reference: str, platform: str, config: SmokeCo
     name = f"maci-smoke-{platform.replace('/', '-')}-{secrets.token_hex(4)}"
     res = await docker(
         "run", "-d", "--pull", "never", "--platform", platform, "--name", name,
-        "--label", "dev.maci.smoke=1", "-p", f"{endpoint.bind}:0:{config.port}", reference,
+        "--label", "dev.maci.smoke=1", *docker_containers.label_args("smoke"),
+        "-p", f"{endpoint.bind}:0:{config.port}", reference,
     )
     if not res.ok:
         # a failed `run` can still leave a created container behind: remove it by name

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ci.adapters import proc
+from ci.adapters.engines import docker_containers
 from ci.adapters.engines.docker import BUILD_TIMEOUT, DockerEngine
 from ci.core import platforms
 from ci.core.config import Config, ModelConfig
@@ -90,13 +91,14 @@ def run(setup: Setup, workdir: Path, out: Path, env: Mapping[str, str], timeout:
     name = f"maci-train-{secrets.token_hex(4)}"
     args = ["run", "--sig-proxy=false", "--platform", setup.platform, "--name", name,
             "--mount", f"type=bind,src={workdir},dst={CONTAINER_SRC},readonly",
-            "--mount", f"type=bind,src={out},dst={CONTAINER_OUT}", "--workdir", CONTAINER_SRC]
+            "--mount", f"type=bind,src={out},dst={CONTAINER_OUT}", "--workdir", CONTAINER_SRC,
+            *docker_containers.label_args("train")]
     if hasattr(os, "getuid"):  # files in /out stay the caller's, removable without root
         args += ["--user", f"{os.getuid()}:{os.getgid()}", "--env", "HOME=/tmp"]
     for key in sorted(env):
         args += ["--env", key]
     try:
         return proc.run(["docker", *args, setup.image, *setup.argv], env=engine.env | dict(env),
-                        timeout=timeout, check=False, step="train")
+                        timeout=timeout, check=False, step="train", group=True)
     finally:  # also stops a container still running after a timeout or Ctrl-C
         engine.remove_container(name)

@@ -231,14 +231,19 @@ def train(
         try:
             result = _run(config, model, setup, run_id, experiment_id, digest, workdir, out,
                           tracking.uri, environ)
-        except KeyboardInterrupt:
-            tracking.finish_run(run_id, "KILLED")
-            raise
         except (StepFailed, ToolMissing) as exc:
             seconds = time.monotonic() - script_started
             code = "timeout" if isinstance(exc, StepFailed) else "not-found"
             _record_end(tracking, run_id, seconds, code, getattr(exc, "stdout", ""), exc.message)
             tracking.finish_run(run_id, "FAILED")
+            raise
+        except Exception:
+            raise
+        except BaseException as exc:  # Ctrl-C, SIGTERM, or the release's task cancelled
+            # proc already stopped the command's whole process group; say so on the run
+            _record_end(tracking, run_id, time.monotonic() - script_started, "interrupted",
+                        "", f"training stopped: {type(exc).__name__}")
+            tracking.finish_run(run_id, "KILLED")
             raise
         script_seconds = time.monotonic() - script_started
         _record_end(tracking, run_id, script_seconds, result.returncode, result.stdout,
@@ -301,8 +306,9 @@ def _run(config: Config, model: ModelConfig, setup: Setup, run_id: str, experime
     for key in ("MLFLOW_TRACKING_TOKEN", *HTTP_DEFAULTS):
         if key in os.environ:
             env.setdefault(key, os.environ[key])
+    # own process group + PR_SET_PDEATHSIG: the training never outlives ci, even a SIGKILLed one
     return proc.run(setup.argv, cwd=workdir, env=env, timeout=model.timeout_seconds,
-                    check=False, step="train")
+                    check=False, step="train", group=True)
 
 
 def _retrain_reason(tracking: Tracking, experiment_id: str, model: ModelConfig,

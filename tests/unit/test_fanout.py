@@ -65,7 +65,8 @@ def test_capacity_bounds_each_runner_and_order_is_kept() -> None:
 
 def test_engine_error_becomes_an_error_result() -> None:
     results = run([spec("linux/amd64", "a"), spec("linux/arm64", "b")],
-                  FakeEngine({"b": EngineError("buildx exploded")}), {"a": 1, "b": 1})
+                  FakeEngine({"b": EngineError("buildx exploded")}), {"a": 1, "b": 1},
+                  fail_fast=False)
     assert [r.status for r in results] == ["passed", "error"]
     assert results[1].failure is not None and results[1].failure.message == "buildx exploded"
 

@@ -169,16 +169,15 @@ def test_a_journal_of_another_image_is_not_finished_here(config: Config, fakes: 
     with pytest.raises(GitOpsError):
         release.pipeline(handle(config, fakes))
     other = cfg.loads(TOML.replace(REPO, "examples/other"), root=str(config.root_path))
-    with pytest.raises(JournalError, match="not project.image"):
+    with pytest.raises(JournalError, match=r"not project\.image"):
         release.pipeline(handle(other, fakes))
 
 
 def test_sigint_inside_a_deferred_section_waits_for_its_end() -> None:
     """Ctrl-C during the tag writes: the block finishes, then the interrupt is delivered."""
     finished: list[str] = []
-    with pytest.raises(KeyboardInterrupt):
-        with signals.deferred("moving release tags"):
-            os.kill(os.getpid(), signal.SIGINT)
-            finished.append("all tags")
+    with pytest.raises(KeyboardInterrupt), signals.deferred("moving release tags"):
+        os.kill(os.getpid(), signal.SIGINT)
+        finished.append("all tags")
     assert finished == ["all tags"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored

@@ -44,7 +44,7 @@ def test_a_second_release_is_refused_naming_the_holder(tmp_path: Path) -> None:
 
 def test_a_state_dir_that_is_a_file_is_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "state").write_text("")
-    with pytest.raises(UsageError, match="project.state_dir: .* not a writable directory"), \
+    with pytest.raises(UsageError, match=r"project\.state_dir: .* not a writable directory"), \
             release_lock(tmp_path / "state", subject="img", command="run"):
         pass
 

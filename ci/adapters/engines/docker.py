@@ -30,7 +30,8 @@ from typing import Literal, TypeVar
 
 import anyio
 
-from ci.adapters import proc
+from ci.adapters import proc, retry
+from ci.adapters.engines import docker_containers as owned
 from ci.adapters.registry import ImageRef, RegistryClient
 from ci.core import junit, platforms
 from ci.core.errors import CIError, EngineError, EngineUnreachable, RegistryError, StepFailed
@@ -48,6 +49,13 @@ EMULATED_STEPS = ("build_test", "test", "build_release", "model_check")
 # what the docker CLI says when the DAEMON does not answer (not a registry it talks to)
 _UNREACHABLE = ("cannot connect to the docker daemon", "error during connect",
                 "is the docker daemon running")
+
+
+_LOST = "dial-stdio has exited"  # the docker CLI's ssh connection died during a call
+
+
+class _Lost(StepFailed):
+    """The runner went away during a step (its message names the runner and host)."""
 
 
 def _unreachable(text: str) -> bool:
@@ -119,10 +127,12 @@ class DockerEngine:
     # ------------------------------------------------------------ docker calls
 
     def docker(self, args: list[str], *, step: str, timeout: float = 120.0,
-               check: bool = True) -> proc.Result:
-        """`docker ARGS` on this runner; a daemon that does not answer → EngineUnreachable."""
+               check: bool = True, group: bool = False) -> proc.Result:
+        """`docker ARGS` on this runner; a daemon that does not answer → EngineUnreachable.
+        `group`: in a process group of its own, so a timeout also ends the buildx plugin."""
         try:
-            res = proc.run(["docker", *args], env=self.env, timeout=timeout, check=False, step=step)
+            res = proc.run(["docker", *args], env=self.env, timeout=timeout, check=False,
+                           step=step, group=group)
         except StepFailed as exc:  # only raised for a timeout when check=False
             raise _TimedOut(f"{step} on runner {self.runner!r}: {exc.message}") from None
         if not res.ok and _unreachable(res.stderr):
@@ -130,6 +140,11 @@ class DockerEngine:
                 f"runner {self.runner!r} ({self.host or 'default docker host'}) does not answer: "
                 f"{_tail(res.stderr, 1)}"
             )
+        if not res.ok and _LOST in res.stderr:  # an ssh:// runner cut off mid-job
+            raise _Lost(
+                f"{step}: lost runner {self.runner!r} ({self.host}) mid-job: "
+                f"{_tail(res.stderr, 1)}", step=step, cmd=res.cmd, returncode=res.returncode,
+                stdout=res.stdout, stderr=res.stderr)
         if check and not res.ok:
             raise StepFailed(
                 f"{step} failed on {self.runner!r} (exit {res.returncode}): {_tail(res.stderr, 1)}",
@@ -170,11 +185,14 @@ class DockerEngine:
             args += ["--secret", f"id=ca,src={spec.ca_bundle}"]
         iidfile.unlink(missing_ok=True)
         try:
-            res = self.docker([*args, spec.context], step=step, timeout=BUILD_TIMEOUT)
+            res = self.docker([*args, spec.context], step=step, timeout=BUILD_TIMEOUT,
+                              group=True)
         except StepFailed as exc:
             log_path.write_text(exc.stdout + exc.stderr)
+            why = exc.message if isinstance(exc, _Lost) else \
+                f"{step} failed for {spec.platform}: {_tail(exc.stderr, 1)}"
             raise _Failed(FailureDetail(
-                step=step, message=f"{step} failed for {spec.platform}: {_tail(exc.stderr, 1)}",
+                step=step, message=why,
                 command=_shown(exc.cmd), exit_code=exc.returncode, stdout_tail=_tail(exc.stdout),
                 stderr_tail=_tail(exc.stderr),
             )) from None
@@ -190,11 +208,17 @@ class DockerEngine:
         """Force-remove (SIGKILL) a test container: works even when its PID 1 ignores signals."""
         self.docker(["rm", "--force", "--volumes", name], step="remove container", check=False)
 
+    def sweep_containers(self) -> list[str]:
+        """Remove the containers a dead `ci` on this host left on this daemon (once per
+        daemon): a SIGKILL runs no cleanup, the owner labels still name the dead process."""
+        return owned.sweep(self.docker, self.host or self.env.get("DOCKER_HOST", ""))
+
     def create_test_container(self, spec: JobSpec, image_id: str, name: str) -> None:
         """Create (not start) the test container. The caller shields this from Ctrl-C, so
         once a job can be cancelled its container exists and removing it by name is certain:
         a `docker run` cancelled mid-create could make the container after our cleanup."""
-        args = ["create", "--platform", spec.platform, "--name", name]
+        args = ["create", "--platform", spec.platform, "--name", name,
+                *owned.label_args(spec.run_id)]
         for key, value in sorted(spec.test_env.items()):
             args += ["--env", f"{key}={value}"]
         self.docker([*args, image_id, *spec.test_command], step="test", check=True)
@@ -241,7 +265,8 @@ class DockerEngine:
         its own libraries cannot load (numpy 2 pickle, numpy 1 image) fails before the push."""
         try:
             res = self.docker(["run", "--sig-proxy=false", "--platform", spec.platform,
-                               "--name", name, image_id, *spec.model_check],
+                               "--name", name, *owned.label_args(spec.run_id), image_id,
+                               *spec.model_check],
                               step="model check", timeout=spec.test_timeout, check=False)
         except _TimedOut as exc:
             raise _Failed(FailureDetail(
@@ -282,7 +307,8 @@ class DockerEngine:
                     self.env["DOCKER_CONFIG"] = saved
 
     def push_by_digest(self, spec: JobSpec, image_id: str, out: Path) -> str:
-        """Push under a unique temporary tag, read the digest, delete the temporary tag."""
+        """Push under a unique temporary tag, read the digest, delete the temporary tag.
+        A transient push failure (5xx, 429, reset) is retried, one log line per retry."""
         if self.registry is None:
             raise EngineError("push needs a registry client")
         ref = ImageRef.parse(spec.image)
@@ -292,8 +318,9 @@ class DockerEngine:
         self.docker(["tag", image_id, tagged], step="tag")
         try:
             with self._push_auth(ref.registry):
-                res = self.docker(["push", tagged], step="push", timeout=PUSH_TIMEOUT)
-            (out / "push.log").write_text(res.stdout + res.stderr)
+                push = partial(self.docker, ["push", tagged], step="push", timeout=PUSH_TIMEOUT)
+                retry.call(retry.logged(push, out / "push.log"), what=f"push {spec.platform}",
+                           policy=retry.Policy.from_env(self.env), give_up=EngineError)
             digest = self.registry.resolve(ref.repository, tmp)
             if not digest:
                 raise RegistryError(f"pushed {tagged} but the registry does not know the tag")
@@ -322,6 +349,7 @@ class DockerEngine:
 
         await step("ping", self.ping)
         del durations["ping"]
+        await anyio.to_thread.run_sync(self.sweep_containers, abandon_on_cancel=True)
         slug = platforms.parse(spec.platform).slug
         project = sanitize(spec.project).lower() or "app"
         tests: TestSummary | None = None
