@@ -116,7 +116,7 @@ fi
 # The package must not start or leave running an sshd on this host: while it installs, a
 # policy-rc.d that answers 101 ("action forbidden") stops invoke-rc.d from starting it.
 phase_start ssh-runner
-SSH_RUNNER_PACKAGES=(openssh-server socat)
+SSH_RUNNER_PACKAGES=(openssh-server socat iproute2)
 missing=()
 for p in "${SSH_RUNNER_PACKAGES[@]}"; do is_installed "$p" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
