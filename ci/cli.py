@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ci.core import errors
+from ci.core import critical_path, errors
 from ci.core.redact import redact
 
 if TYPE_CHECKING:
@@ -99,19 +99,18 @@ def plan(
         "refuse stores only one job could see, check the image against the deploy manifests")
     ] = False,
 ) -> int:
-    """Show where each platform job would run (native, emulated or unavailable). Exit 1 if any
-    platform is unavailable."""
-    from ci.commands.plan import run_plan
+    """Show where each platform job would run (native, emulated or unavailable) and its time
+    predicted from earlier runs. Exit 1 if any platform is unavailable, or the predicted
+    emulated seconds exceed the emulation budget."""
+    from ci.commands.plan import plan_json, plan_ok, print_predicted_plan, run_plan
 
     result = run_plan(_load(config), only=_platforms(platform), engine=_engine(engine),
                       matrix=matrix)
     if as_json:
-        _echo_json({**result.model_dump(mode="json"), "ok": result.ok})
+        _echo_json(plan_json(result))
     else:
-        from ci.reports.console import print_plan
-
-        print_plan(result, _console())
-    return errors.EXIT_OK if result.ok else errors.EXIT_FAILED
+        print_predicted_plan(result, _console())
+    return errors.EXIT_OK if plan_ok(result) else errors.EXIT_FAILED
 
 
 @app.command()
@@ -302,8 +301,10 @@ def run(
             loaded, chosen, engine=_engine(engine), only=_platforms(platform),
             dry_run=dry_run, force=force,
         )
+    spans = list(getattr(result.progress, "spans", ()))  # what the console Progress recorded
     if as_json:
-        _echo_json(result.outcome())
+        path = critical_path.critical_path(spans)
+        _echo_json({**result.outcome(), "critical_path": path.to_json() if path else None})
     elif result.up_to_date is not None:
         rec = result.up_to_date
         sys.stdout.write(
@@ -315,7 +316,7 @@ def run(
         from ci.reports.summary import print_summary
 
         o = result.outcome_value
-        print_summary(_console(), result.verdict, o)
+        print_summary(_console(), result.verdict, o, spans)
         if dry_run and o.published is not None:
             sys.stdout.write(f"DRY RUN: nothing was published, deployed or promoted; the index "
                              f"would be {o.published.digest}\n")

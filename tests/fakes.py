@@ -15,6 +15,7 @@ before running the pipeline.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -371,16 +372,31 @@ class FakeGit:
 
 
 class FakeSmoke:
-    """SmokePort: passes every platform but those in `failing`."""
+    """SmokePort: passes all but `failing`; thread-safe (smoke runs in parallel threads).
+    `on_call(platform)` runs inside each call (a barrier); `in_flight_max`: most at once."""
 
-    def __init__(self, recorder: Recorder | None = None, *,
-                 failing: Collection[str] = ()) -> None:
+    def __init__(self, recorder: Recorder | None = None, *, failing: Collection[str] = (),
+                 on_call: Callable[[str], None] | None = None) -> None:
         self.recorder: Recorder = recorder if recorder is not None else []
         self.failing: set[str] = set(failing)
+        self.on_call = on_call
+        self.calls: list[str] = []  # platforms, in the order their smoke calls began
+        self.in_flight_max = self._in_flight = 0
+        self._lock = threading.Lock()
 
     def __call__(self, *, platform: str, placement: PlacementKind, reference: str,
                  config: SmokeConfig, host: str, environ: Mapping[str, str]) -> SmokeResult:
-        self.recorder.append(f"smoke {platform}")
+        with self._lock:
+            self.recorder.append(f"smoke {platform}")
+            self.calls.append(platform)
+            self._in_flight += 1
+            self.in_flight_max = max(self.in_flight_max, self._in_flight)
+        try:
+            if self.on_call is not None:
+                self.on_call(platform)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
         ok = platform not in self.failing
         return SmokeResult(
             platform=platform, placement=placement, reference=reference,

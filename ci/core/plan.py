@@ -138,11 +138,15 @@ class BaseCheck(Frozen):
 
 class PlatformJob(Frozen):
     """Test + build + push-by-digest for one platform, placed on one runner; `base` is set
-    once the base image was looked up on that runner (None: no base image, or not looked up)."""
+    once the base image was looked up on that runner (None: no base image, or not looked up);
+    the predicted seconds once the job history was read (core/prediction; None: no basis)."""
 
     platform: str
     placement: Placement
     base: BaseCheck | None = None
+    predicted_seconds: float | None = None
+    predicted_emulated_seconds: float | None = None
+    prediction_basis: str = ""
 
 
 class TrainingJob(Frozen):

@@ -10,7 +10,7 @@ in-memory fakes. Nothing user-visible moves without the Permit of a passed verdi
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 
 from ci.core.config import Config
+from ci.core.critical_path import WAIT_FOR_MODEL
 from ci.core.errors import CIError, PipelineError, StepFailed
 from ci.core.jobs import with_model
 from ci.core.model import ModelStageResult
@@ -41,6 +42,7 @@ from ci.stages.fanout import BeforeRelease
 from ci.stages.prepare import Prepared, prepare, rfc3339
 from ci.stages.record import ReleaseRecord
 from ci.stages.smoke import unsupported_reason
+from ci.stages.smoke_fanout import SmokeFanout
 
 
 @dataclass
@@ -74,6 +76,7 @@ class Release(ReleaseEnd):
     verdict: Verdict | None = None
     outcome_value: ReleaseOutcome = field(default_factory=ReleaseOutcome)
     failure: str = ""
+    smoke_fanout: SmokeFanout | None = field(default=None, init=False, repr=False)
 
     # ------------------------------------------------------------------ helpers
     def plan(self) -> Prepared:
@@ -171,7 +174,14 @@ class Release(ReleaseEnd):
                 ready.set()
 
         async def before_release(spec: JobSpec) -> JobSpec:
-            await ready.wait()
+            if ready.is_set() or self.progress is None:
+                await ready.wait()
+            else:  # idle time, a span of its own: the critical path goes through the model
+                self.progress.stage_started(spec.platform, WAIT_FOR_MODEL)
+                try:
+                    await ready.wait()
+                finally:
+                    self.progress.stage_finished(spec.platform, WAIT_FOR_MODEL, True)
             if self.model_blocks:
                 raise StepFailed(f"release build skipped: {self.model_blocks}", step=MODEL_STEP)
             return with_model([spec], args)[0]  # MODEL_* build args and the model labels
@@ -195,15 +205,19 @@ class Release(ReleaseEnd):
             if self.progress:
                 self.progress.stage_started(spec.platform, "test+build+push",
                                             spec.placement.runner or "", spec.placement.kind)
-        return await execute_async(
-            prepared, self.config, push=True, environ=self.environ, on_result=self._job_done,
-            before_release=before_release, factory=self._factory(before_release),
-        )
+        async with self._smokes().running():  # each passed job's smoke starts on its result
+            return await execute_async(
+                prepared, self.config, push=True, environ=self.environ,
+                on_result=self._job_done, before_release=before_release,
+                factory=self._factory(before_release),
+            )
 
     def _job_done(self, result: PlatformResult) -> None:
         if self.progress:
             self.progress.stage_finished(result.platform, "test+build+push", result.ok,
                                          job_detail(result))
+        if self._smoke_mode() == "port":
+            self._smokes().submit(result)
 
     def model_verdict(self) -> ModelVerdict | None:
         return None if self.model is None else model_verdict_of(self.model)
@@ -243,29 +257,66 @@ class Release(ReleaseEnd):
         return results
 
     def smoke(self) -> list[SmokeResult]:
-        """Load-test each passed platform's image by digest, one at a time (latencies not
-        skewed by each other); under Dagger the session that built it did, in its result."""
-        if self.config.smoke is None:
+        """Every passed platform's image load-tested by digest, in platform order. On Docker
+        each started when its job pushed it (in parallel, bounded per runner); one that did
+        not get one runs now. Under Dagger the session that built it did, in its result."""
+        mode = self._smoke_mode()
+        if mode == "off":
             return []
-        prepared = self._need("smoke()")
-        in_job = self.engine == "dagger" and self.ports.engines is None
-        if self.engine not in ("docker", "dagger") and self.ports.engines is None:
+        self._need("smoke()")
+        if mode == "unsupported":
             self.smoke_unsupported = unsupported_reason(self.engine)  # never a silent skip
             return []
-        hosts = {s.platform: s.placement.host for s in prepared.specs}
-        for r in self.results:
-            if not r.ok or r.reference is None or (in_job and r.smoke is None):
-                continue  # a passed platform without one: "smoke test did not run"
-            with self._stage(r.platform, "smoke", placement=r.placement) as note:
-                s = r.smoke if in_job and r.smoke else self.ports.smoke(
-                    platform=r.platform, placement=r.placement, reference=r.reference,
-                    config=self.config.smoke, host=hosts.get(r.platform, ""),
-                    environ=self.environ)
-                self.smoke_results.append(s)
-                note.ok = s.passed
-                note.detail = (f"p95 {s.p95_ms:.0f} ms (bound {s.bound_ms:g}), errors "
-                               f"{s.errors}/{s.requests}" + (f": {s.reason}" if s.reason else ""))
+        if mode == "in job":
+            self.smoke_results = [self._smoke_reported(r, lambda done: done.smoke)
+                                  for r in self.results
+                                  if r.ok and r.reference is not None and r.smoke is not None]
+            return self.smoke_results  # a passed platform without one: "did not run"
+        fanout = self._smokes()
+        anyio.run(fanout.run_missing, self.results)
+        self.smoke_results = fanout.collect(self.results)
         return self.smoke_results
+
+    def _smoke_mode(self) -> str:
+        """off (no [smoke]), in job (Dagger), unsupported (engine), or port (SmokePort)."""
+        if self.config.smoke is None:
+            return "off"
+        if self.ports.engines is None and self.engine == "dagger":
+            return "in job"
+        if self.ports.engines is None and self.engine != "docker":
+            return "unsupported"
+        return "port"
+
+    def _smokes(self) -> SmokeFanout:
+        """This run's smoke scheduler: per-runner capacity from the plan, like the jobs."""
+        if self.smoke_fanout is None:
+            prepared = self._need("smoke()")
+            self.smoke_fanout = SmokeFanout(
+                lambda r: self._smoke_reported(r, self._smoke_port),
+                runner_of={s.platform: s.placement.runner or "-" for s in prepared.specs},
+                capacity={r.name: r.capacity for r in prepared.plan.runners})
+        return self.smoke_fanout
+
+    def _smoke_port(self, r: PlatformResult) -> SmokeResult:
+        prepared, config = self._need("smoke()"), self.config.smoke
+        if config is None or r.reference is None:
+            raise PipelineError(f"{self.pipeline}: smoke of {r.platform} without [smoke] or image")
+        hosts = {s.platform: s.placement.host for s in prepared.specs}
+        return self.ports.smoke(platform=r.platform, placement=r.placement,
+                                reference=r.reference, config=config,
+                                host=hosts.get(r.platform, ""), environ=self.environ)
+
+    def _smoke_reported(self, r: PlatformResult,
+                        run: Callable[[PlatformResult], SmokeResult | None]) -> SmokeResult:
+        """One platform's smoke as a stage of its lane (start, finish, p95 and errors)."""
+        with self._stage(r.platform, "smoke", placement=r.placement) as note:
+            s = run(r)
+            if s is None:
+                raise PipelineError(f"{self.pipeline}: no smoke result for {r.platform}")
+            note.ok = s.passed
+            note.detail = (f"p95 {s.p95_ms:.0f} ms (bound {s.bound_ms:g}), errors "
+                           f"{s.errors}/{s.requests}" + (f": {s.reason}" if s.reason else ""))
+        return s
 
     def add_gate(self, name: str, passed: bool, reason: str = "") -> GateCheck:
         """A pipeline's own gate: weighed by `decide()`; a failed one names itself in the

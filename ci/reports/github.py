@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from ci.core.critical_path import critical_path
 from ci.core.redact import redact, registered
 from ci.core.verdict import Verdict
 
@@ -142,6 +143,9 @@ def step_summary(
         lines += ["", "### Metrics vs champion", "", *metrics_table(verdict)]
     if spans:
         lines += ["", "### Timeline", "", *gantt(spans, title=f"run {verdict.run_id}")]
+        path = critical_path(spans)
+        if path is not None:
+            lines += ["", _cell(path.line())]
     return redact("\n".join(lines) + "\n")
 
 

@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from ci.core.critical_path import SpanData, critical_path
 from ci.core.outcome import ReleaseOutcome
 from ci.core.redact import redact
 from ci.core.verdict import Verdict
@@ -154,8 +155,10 @@ def _e(text: str) -> str:
     return escape(redact(text))
 
 
-def summary_renderable(verdict: Verdict, outcome: ReleaseOutcome | None = None) -> RenderableType:
-    """What a user reads at the end: outcome, digest, platforms, gate, deploy, model version."""
+def summary_renderable(verdict: Verdict, outcome: ReleaseOutcome | None = None,
+                       spans: Sequence[SpanData] = ()) -> RenderableType:
+    """What a user reads at the end: outcome, digest, platforms, gate, deploy, model version,
+    and (given the run's spans) the critical path: what to speed up to make it faster."""
     o = outcome or ReleaseOutcome()
     index_digest = o.published.digest if o.published else None
     tags: Sequence[str] = o.published.tags if o.published else ()
@@ -217,10 +220,13 @@ def summary_renderable(verdict: Verdict, outcome: ReleaseOutcome | None = None) 
                         + "".join(f"; {d.webhook}: {d.error}" for d in notifications.failed)))
     for reason in verdict.reasons:
         lines.append(f"[red]✗[/] {_e(reason)}")
+    path = critical_path(spans)
+    if path is not None:
+        lines.append(_e(path.line()))
     return Group(*[Text.from_markup(x) if isinstance(x, str) else x for x in lines])
 
 
 def print_summary(console: Console, verdict: Verdict,
-                  outcome: ReleaseOutcome | None = None) -> None:
+                  outcome: ReleaseOutcome | None = None, spans: Sequence[SpanData] = ()) -> None:
     """Print `summary_renderable` to `console`."""
-    console.print(summary_renderable(verdict, outcome))
+    console.print(summary_renderable(verdict, outcome, spans))

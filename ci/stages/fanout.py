@@ -22,6 +22,7 @@ from ci.core.placement import Replacer, error_result, qemu_fallback
 from ci.core.ports import EngineFactory
 from ci.core.results import JobSpec, PlatformResult
 from ci.core.verdict import CANCELLED_STEP, MODEL_STEP
+from ci.stages import history
 from ci.stages.prepare import Prepared
 
 
@@ -169,13 +170,15 @@ async def execute_async(
     capacity = {r.name: r.capacity for r in prepared.plan.runners}
     replace = qemu_fallback(prepared.plan.runners, prepared.plan.fallback)
     try:
-        return await run_jobs(prepared.specs, factory, capacity, replace=replace,
-                              on_result=on_result,
-                              fail_fast=configured_fail_fast(config) if fail_fast is None
-                              else fail_fast)
+        results = await run_jobs(prepared.specs, factory, capacity, replace=replace,
+                                 on_result=on_result,
+                                 fail_fast=configured_fail_fast(config) if fail_fast is None
+                                 else fail_fast)
     finally:
         if registry:
             registry.close()
+    history.record(config.state_path, results)  # the step times the next plan predicts from
+    return results
 
 
 def execute_dagger(prepared: Prepared, config: Config,
@@ -185,9 +188,11 @@ def execute_dagger(prepared: Prepared, config: Config,
     from ci.adapters.engines.dagger_routing import Options, run_jobs_dagger_sync
 
     plan = prepared.plan
-    return run_jobs_dagger_sync(
+    results = run_jobs_dagger_sync(
         prepared.specs, plan.runners, dict(environ),
         options=Options(auth=config.publish.auth, insecure=config.publish.insecure,
                         smoke=config.smoke),
         replace=qemu_fallback(plan.runners, plan.fallback),
     )
+    history.record(config.state_path, results)
+    return results

@@ -1,7 +1,8 @@
 """Prepare: discover runners, place every platform job, and make one JobSpec per job.
 
 The first stage of every pipeline and of `ci job`; it fails (PlanUnavailable) before any
-work starts when a platform cannot be placed or its base image is missing on its runner.
+work starts when a platform cannot be placed, its base image is missing on its runner, or
+the predicted emulated seconds (stages/history) exceed `[emulation] budget_seconds`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from ci.core.errors import PlanUnavailable, UsageError
 from ci.core.jobs import spec_for, with_model
 from ci.core.plan import Plan, make_plan, runners_for
 from ci.core.platforms import Platform
+from ci.core.prediction import budget_problem
 from ci.core.results import JobSpec, SourceInfo
+from ci.stages import history
 
 RUN_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
@@ -91,14 +94,19 @@ def prepare(
     clock: Clock = utc_now,
     plan: Plan | None = None,
 ) -> Prepared:
-    """Plan (fails before any work if a platform cannot be placed or its base image is
-    missing on its runner) and one spec per job."""
+    """Plan (fails before any work if a platform cannot be placed, its base image is missing
+    on its runner, or the job history predicts more emulated seconds than the budget) and
+    one spec per job."""
     env = dict(os.environ if environ is None else environ)
     if plan is None:
         plan = build_plan(config, only=only, engine=engine, environ=env)
     if not plan.ok:
         problems = plan.problems()
         raise PlanUnavailable("; ".join(problems), problems)
+    plan = history.predicted(config, plan)
+    over = budget_problem(plan)  # the emulation budget, checked on the prediction up front
+    if over:
+        raise PlanUnavailable(over)
     source = ci_env.detect(env, config.root_path)
     rid = run_id or new_run_id(source, clock)
     if not RUN_ID_RE.fullmatch(rid) or rid in (".", ".."):

@@ -102,10 +102,12 @@ def test_full_release_runs_every_stage_in_order(config: Config, fakes: Fakes) ->
     for p in (AMD, ARM):
         assert rec.index(f"job {p}") < rec.index(f"tests passed {p}") < rec.index(f"release {p}")
         assert rec.index("train") < rec.index("materialize") < rec.index(f"release {p}")
-    last_release = max(rec.index(f"release {p}") for p in (AMD, ARM))
-    assert rec[last_release + 1:] == [
-        f"smoke {AMD}", f"smoke {ARM}", "preflight", "index", *(f"tag {t}" for t in TAGS),
-        "deploy", "promote", "notify"]
+    for p in (AMD, ARM):  # each platform's smoke right after its own release, not after all
+        assert rec.index(f"release {p}") < rec.index(f"smoke {p}") < rec.index("preflight")
+    assert rec[rec.index("preflight"):] == [
+        "preflight", "index", *(f"tag {t}" for t in TAGS), "deploy", "promote", "notify"]
+    assert [s.platform for s in run.smoke_results] == [AMD, ARM]  # platform order, always
+    assert run.verdict is not None and [s.platform for s in run.verdict.smoke] == [AMD, ARM]
     assert fakes.tracking.calls == ["train_and_gate", "materialize", "promote"]
     index = run.outcome_value.published
     assert index is not None and index.tags == TAGS
