@@ -26,6 +26,19 @@ from ci.stages import history
 from ci.stages.prepare import Prepared
 
 
+def runner_limiters(capacity: Mapping[str, int]) -> Callable[[str], anyio.CapacityLimiter]:
+    """One CapacityLimiter per runner name (at least 1; a runner the plan does not list
+    gets 1): the bound of its platform jobs, and of its smoke tests."""
+    limiters = {name: anyio.CapacityLimiter(max(1, n)) for name, n in capacity.items()}
+
+    def limiter(name: str) -> anyio.CapacityLimiter:
+        if name not in limiters:
+            limiters[name] = anyio.CapacityLimiter(1)
+        return limiters[name]
+
+    return limiter
+
+
 async def run_jobs(
     specs: Sequence[JobSpec],
     engine_for: EngineFactory,
@@ -41,22 +54,14 @@ async def run_jobs(
     placement when a runner does not answer at run time; `fail_fast` cancels the other
     jobs once one did not pass.
     """
-    limiters: dict[str, anyio.CapacityLimiter] = {
-        name: anyio.CapacityLimiter(max(1, n)) for name, n in capacity.items()
-    }
+    limiter = runner_limiters(capacity)
     results: list[PlatformResult | None] = [None] * len(specs)
     scopes = [anyio.CancelScope() for _ in specs]
     first: list[PlatformResult] = []  # the result that failed first
 
-    def limiter(spec: JobSpec) -> anyio.CapacityLimiter:
-        name = spec.placement.runner or "-"
-        if name not in limiters:
-            limiters[name] = anyio.CapacityLimiter(1)
-        return limiters[name]
-
     async def attempt(spec: JobSpec) -> PlatformResult:
         engine = engine_for(spec)
-        async with limiter(spec):
+        async with limiter(spec.placement.runner or "-"):
             return await engine.run_job(spec)
 
     async def placed(spec: JobSpec) -> PlatformResult:

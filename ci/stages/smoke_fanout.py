@@ -18,6 +18,7 @@ from anyio.abc import TaskGroup
 from ci.core.errors import CIError
 from ci.core.results import PlatformResult
 from ci.core.verdict import SmokeResult
+from ci.stages.fanout import runner_limiters
 
 SmokeOne = Callable[[PlatformResult], SmokeResult]
 Key = tuple[str, str]  # (platform, image reference): a rebuilt image is smoke-tested anew
@@ -25,19 +26,6 @@ Key = tuple[str, str]  # (platform, image reference): a rebuilt image is smoke-t
 
 def _key(result: PlatformResult) -> Key:
     return result.platform, result.reference or ""
-
-
-def runner_limiters(capacity: Mapping[str, int]) -> Callable[[str], anyio.CapacityLimiter]:
-    """One CapacityLimiter per runner name, as the platform jobs get (at least 1; a runner
-    the plan does not list gets 1)."""
-    limiters = {name: anyio.CapacityLimiter(max(1, n)) for name, n in capacity.items()}
-
-    def limiter(name: str) -> anyio.CapacityLimiter:
-        if name not in limiters:
-            limiters[name] = anyio.CapacityLimiter(1)
-        return limiters[name]
-
-    return limiter
 
 
 def wanted(result: PlatformResult) -> bool:

@@ -86,12 +86,15 @@ def password_variable(root: Path, config: str, env: Mapping[str, str]) -> str:
 def plan(root: Path, *, config: str = "", platform: Sequence[str] | None = None,
          matrix: bool = False, env: Mapping[str, str]) -> Answer:
     """`ci plan --engine dagger --json`: refused when a platform cannot be placed."""
-    from ci.commands.plan import run_plan
+    from ci.commands.plan import plan_json, plan_ok, run_plan
 
     result = run_plan(_config(root, config, env), only=_only(platform), engine=ENGINE,
                       environ=env, matrix=matrix)
-    text = _json({**result.model_dump(mode="json"), "ok": result.ok})
-    return Answer(text, "" if result.ok else "plan: " + "; ".join(result.problems()))
+    data = plan_json(result)
+    text = _json(data)
+    refusal = (data.get("emulation") or {}).get("refusal") or ""
+    why = "; ".join([*result.problems(), *([refusal] if refusal else [])])
+    return Answer(text, "" if plan_ok(result) else "plan: " + why)
 
 
 def job(root: Path, platform: str, *, config: str = "", model_version: str = "",
