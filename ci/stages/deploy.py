@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from ci.adapters import proc
+from ci.adapters import proc, scratch
 from ci.core import redact
 from ci.core.config import Config, DeployConfig
 from ci.core.errors import DeployRefused, GitOpsError, StepFailed, UsageError
@@ -212,11 +212,8 @@ def deploy(
     env = dict(os.environ if environ is None else environ)
     parent = config.state_path / "tmp"
     swept = sweep_clones(parent)
-    parent.mkdir(parents=True, exist_ok=True)
-    pid = os.getpid()
     # removed on every exit path, Ctrl-C/SIGTERM included; a SIGKILL leaves it for the sweep
-    with tempfile.TemporaryDirectory(prefix=f"{CLONE_PREFIX}{pid}-{proc.start_time(pid)}-",
-                                     dir=parent) as tmp:
+    with scratch.owned(parent, CLONE_PREFIX.rstrip("-")) as tmp:
         run = _Run(config, config.deploy, target, source, source_repo, env, dry_run,
                    on_event or (lambda _event, _n: None), _Git(Path(tmp), config.deploy.author, env))
         done = run.go(Path(tmp) / "deploy")
@@ -226,18 +223,7 @@ def deploy(
 def sweep_clones(parent: Path) -> list[str]:
     """Remove the deploy clones under `parent` whose owning ci process is dead (a SIGKILL
     runs no cleanup); one message (also logged) when any was removed."""
-    removed: list[str] = []
-    for path in sorted(parent.glob(f"{CLONE_PREFIX}*")) if parent.is_dir() else []:
-        match = re.fullmatch(rf"{CLONE_PREFIX}(\d+)-(\d*)-.+", path.name)
-        if match and path.is_dir() and not proc.alive(int(match.group(1)), match.group(2)):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path.name)
-    if not removed:
-        return []
-    noun = "clone" if len(removed) == 1 else "clones"
-    message = f"removed {len(removed)} leftover deploy {noun} of dead runs: {', '.join(removed)}"
-    log.warning("%s", message)
-    return [message]
+    return scratch.sweep(parent, CLONE_PREFIX.rstrip("-"), "deploy clone")
 
 
 @dataclass

@@ -17,13 +17,12 @@ import os
 import platform
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 
-from ci.adapters import proc
+from ci.adapters import proc, scratch
 from ci.adapters.tracking import HTTP_DEFAULTS, RunRecord, Tracking
 from ci.core import inputs as rules
 from ci.core.config import Config, ModelConfig
@@ -225,7 +224,8 @@ def train(
     } | train_env.env_tags(setup, seen)
     run_id = tracking.create_run(experiment_id, tags, run_name=f"{config.project.name}-{pipeline_run_id}")
     tracking.log_params(run_id, model.params)
-    with tempfile.TemporaryDirectory(prefix="maci-train-out-") as tmp:
+    scratch.sweep(config.state_path / "tmp", "train-out", "training output folder")
+    with scratch.owned(config.state_path / "tmp", "train-out") as tmp:
         out = Path(tmp)
         script_started = time.monotonic()
         try:
