@@ -51,24 +51,15 @@ def _holder(fd: int) -> str:
 @contextlib.contextmanager
 def release_lock(state_dir: Path, *, subject: str, command: str,
                  timeout: float = DEFAULT_TIMEOUT) -> Iterator[None]:
-    """Hold the state dir's release lock for the block; Busy (exit 1) after `timeout` s."""
+    """Hold the state dir's release lock for the block; Busy (exit 1) after `timeout` s.
+
+    A state dir this lock had to create is removed again when the run wrote nothing else
+    there, so a command refused for bad input leaves no trace.
+    """
+    created = not state_dir.exists()
+    deadline = time.monotonic() + timeout
+    fd = _acquire(state_dir, subject, timeout, deadline)
     try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise UsageError(f"project.state_dir: {state_dir} is not a writable directory "
-                         f"({exc.strerror})") from None
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise Busy(f"another release of {subject} is running: {_holder(fd)}; "
-                               f"waited {timeout:g} s (MACI_LOCK_TIMEOUT)") from None
-                time.sleep(0.2)
         info = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
                 "since": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
         os.ftruncate(fd, 0)
@@ -77,6 +68,47 @@ def release_lock(state_dir: Path, *, subject: str, command: str,
             yield
         finally:
             os.ftruncate(fd, 0)
+            if created:
+                _remove_if_only_lock(state_dir)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _open(state_dir: Path) -> int:
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        return os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UsageError(f"project.state_dir: {state_dir} is not a writable directory "
+                         f"({exc.strerror})") from None
+
+
+def _acquire(state_dir: Path, subject: str, timeout: float, deadline: float) -> int:
+    """Lock the file; start over when its holder removed it meanwhile (a stale inode)."""
+    while True:
+        fd = _open(state_dir)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise Busy(f"another release of {subject} is running: {_holder(fd)}; "
+                                   f"waited {timeout:g} s (MACI_LOCK_TIMEOUT)") from None
+                    time.sleep(0.2)
+            with contextlib.suppress(FileNotFoundError):
+                if os.fstat(fd).st_ino == os.stat(state_dir / LOCK_FILE).st_ino:
+                    return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def _remove_if_only_lock(state_dir: Path) -> None:
+    with contextlib.suppress(OSError):
+        if [p.name for p in state_dir.iterdir()] == [LOCK_FILE]:
+            (state_dir / LOCK_FILE).unlink()
+            state_dir.rmdir()

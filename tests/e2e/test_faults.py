@@ -210,7 +210,7 @@ def champion(server: MlflowServer, model: str) -> str | None:
                 f"{server.uri}/api/2.0/mlflow/registered-models/alias?{query}", timeout=10) as r:
             return str(json.load(r)["model_version"]["version"])
     except urllib.error.HTTPError as exc:
-        if exc.code == 404:
+        if exc.code in (400, 404):  # no such model / alias (MLflow answers either)
             return None
         raise
 

@@ -53,3 +53,14 @@ def test_a_state_dir_that_is_a_file_is_a_usage_error(tmp_path: Path) -> None:
 def test_a_bad_lock_timeout_names_the_variable(raw: str) -> None:
     with pytest.raises(UsageError, match="MACI_LOCK_TIMEOUT"):
         timeout_from({"MACI_LOCK_TIMEOUT": raw})
+
+
+def test_a_state_dir_the_lock_created_goes_when_nothing_else_was_written(tmp_path: Path) -> None:
+    """A command refused for bad input after taking the lock leaves no trace."""
+    with release_lock(tmp_path / "state", subject="img", command="run"):
+        assert (tmp_path / "state" / "release.lock").exists()
+    assert not (tmp_path / "state").exists()
+    with release_lock(tmp_path / "state", subject="img", command="run"):
+        (tmp_path / "state" / "verdict.json").write_text("{}")
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["release.lock",
+                                                                     "verdict.json"]

@@ -51,7 +51,8 @@ _UNREACHABLE = ("cannot connect to the docker daemon", "error during connect",
                 "is the docker daemon running")
 
 
-_LOST = "dial-stdio has exited"  # the docker CLI's ssh connection died during a call
+# the docker CLI's ssh connection died during a call (its wording differs by where it broke)
+_LOST = ("dial-stdio has exited", "or later is installed on the remote host")
 
 
 class _Lost(StepFailed):
@@ -140,7 +141,7 @@ class DockerEngine:
                 f"runner {self.runner!r} ({self.host or 'default docker host'}) does not answer: "
                 f"{_tail(res.stderr, 1)}"
             )
-        if not res.ok and _LOST in res.stderr:  # an ssh:// runner cut off mid-job
+        if not res.ok and any(s in res.stderr for s in _LOST):  # an ssh:// runner cut off
             raise _Lost(
                 f"{step}: lost runner {self.runner!r} ({self.host}) mid-job: "
                 f"{_tail(res.stderr, 1)}", step=step, cmd=res.cmd, returncode=res.returncode,
