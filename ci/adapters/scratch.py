@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def owned(parent: Path, kind: str) -> tempfile.TemporaryDirectory[str]:
-    """A temporary folder `<kind>-<pid>-<start>-XXXX` under `parent` (created if needed)."""
+    """A temporary folder `<kind>-<pid>-<start>-<random>` under `parent` (created if needed)."""
     parent.mkdir(parents=True, exist_ok=True)
     pid = os.getpid()
     return tempfile.TemporaryDirectory(prefix=f"{kind}-{pid}-{proc.start_time(pid)}-",

@@ -29,7 +29,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
 from ci.adapters import proc, scratch
 from ci.core import redact
@@ -38,12 +37,13 @@ from ci.core.errors import DeployRefused, GitOpsError, StepFailed, UsageError
 from ci.core.manifests import Change, Target, split_ref, update_manifest
 from ci.core.outcome import DeployResult, PublishResult
 from ci.core.results import SourceInfo
+from ci.stages import ordering
+from ci.stages.ordering import Relation
 
 log = logging.getLogger(__name__)
 GUARD_FILE = ".maci/deployed.json"
 CLONE_PREFIX = "deploy-"
 GIT_TIMEOUT = 300.0
-Relation = Literal["same", "descendant", "ancestor", "diverged", "unknown"]
 EventHook = Callable[[str, int], None]
 
 
@@ -143,31 +143,17 @@ def _last(result: proc.Result) -> str:
 def _source_order(source_repo: Path | None, sha: str, previous: Deployed | None,
                   environ: Mapping[str, str]) -> tuple[int | None, Relation, str]:
     """(committer time of `sha`, for the record; its relation to the deployed commit; why
-    the relation is unknown) from the source checkout."""
+    the relation is unknown) from the source checkout, by ancestry alone (`ordering`)."""
     if source_repo is None or not sha or not source_repo.is_dir():
         return None, "unknown", "no source checkout"
-    git = _Git(source_repo, "", environ)
-    shown = git("show", "-s", "--format=%ct", f"{sha}^{{commit}}", check=False)
+    shown = _Git(source_repo, "", environ)("show", "-s", "--format=%ct", f"{sha}^{{commit}}",
+                                           check=False)
     time = int(shown.stdout.strip()) if shown.ok and shown.stdout.strip().isdigit() else None
-    if previous is None or previous.source_sha == sha:
+    if previous is None:
         return time, "same", ""
-    forward = git("merge-base", "--is-ancestor", previous.source_sha, sha, check=False).returncode
-    if forward == 0:
-        return time, "descendant", ""
-    backward = git("merge-base", "--is-ancestor", sha, previous.source_sha, check=False).returncode
-    if backward == 0:
-        return time, "ancestor", ""
-    missing = [c for c in (previous.source_sha, sha)
-               if not git("cat-file", "-e", f"{c}^{{commit}}", check=False).ok]
-    shallow = git("rev-parse", "--is-shallow-repository", check=False).stdout.strip() == "true"
-    if forward == 1 and backward == 1 and not missing and not shallow:
-        return time, "diverged", ""
-    where = f"the source checkout {source_repo}"
-    if missing:
-        why = f"{where} does not hold {' nor '.join(c[:12] for c in missing)}"
-    else:
-        why = f"{where} is shallow, so its history cannot order them"
-    return time, "unknown", why
+    # no fetch here: the guard decides from the checkout it was given
+    relation, why = ordering.order(source_repo, previous.source_sha, sha, environ, deepen=False)
+    return time, relation, why
 
 
 def commit_message(project: str, target: Target, source: SourceInfo, sequence: int) -> str:

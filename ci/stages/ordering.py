@@ -41,26 +41,37 @@ def _deepen_if_shallow(repo: Path, environ: Mapping[str, str]) -> None:
         _git(repo, environ, "fetch", "--quiet", "--unshallow")
 
 
-def relation(repo: Path | None, old: str, new: str, environ: Mapping[str, str]) -> Relation:
-    """How `new` relates to `old` in `repo`: descendant (newer), ancestor (older), ..."""
+def order(repo: Path | None, old: str, new: str, environ: Mapping[str, str], *,
+          deepen: bool = True) -> tuple[Relation, str]:
+    """How `new` relates to `old` in `repo` (descendant = newer, ancestor = older, ...) and,
+    when unknown, why. `deepen` un-shallows a CI clone that lacks a commit first."""
     if old == new:
-        return "same"
+        return "same", ""
     if repo is None or not repo.is_dir() or not old or not new:
-        return "unknown"
-    if not (_known(repo, environ, old) and _known(repo, environ, new)):
+        return "unknown", "no source checkout"
+    if deepen and not (_known(repo, environ, old) and _known(repo, environ, new)):
         _deepen_if_shallow(repo, environ)
-        if not (_known(repo, environ, old) and _known(repo, environ, new)):
-            return "unknown"
     forward = _git(repo, environ, "merge-base", "--is-ancestor", old, new)
     if forward is not None and forward.returncode == 0:
-        return "descendant"
+        return "descendant", ""
     backward = _git(repo, environ, "merge-base", "--is-ancestor", new, old)
     if backward is not None and backward.returncode == 0:
-        return "ancestor"
-    if forward is not None and backward is not None and (forward.returncode, backward.returncode) \
-            == (1, 1):
-        return "diverged"
-    return "unknown"
+        return "ancestor", ""
+    missing = [c for c in (old, new) if not _known(repo, environ, c)]
+    shallow = _git(repo, environ, "rev-parse", "--is-shallow-repository")
+    is_shallow = shallow is not None and shallow.stdout.strip() == "true"
+    codes = (forward.returncode if forward else None, backward.returncode if backward else None)
+    if codes == (1, 1) and not missing and not is_shallow:
+        return "diverged", ""
+    where = f"the source checkout {repo}"
+    if missing:
+        return "unknown", f"{where} does not hold {' nor '.join(c[:12] for c in missing)}"
+    return "unknown", f"{where} is shallow, so its history cannot order them"
+
+
+def relation(repo: Path | None, old: str, new: str, environ: Mapping[str, str]) -> Relation:
+    """`order()` without the reason."""
+    return order(repo, old, new, environ)[0]
 
 
 def revision_of(manifest: Manifest) -> str:
