@@ -27,6 +27,7 @@ from ci.adapters.registry import RegistryClient
 from ci.core import config as cfg
 from ci.stages.fanout import execute
 from ci.stages.prepare import prepare
+from tests.e2e.test_build_publish import as_json, by_platform
 from tests.fixtures.registry import FaultProxy, Registry
 from tests.fixtures.sampleapp import make_project, remove_local_images
 from tests.fixtures.ssh_runner import SshRunner
@@ -40,19 +41,6 @@ DETECT_BOUND = 45.0
 def ci(project: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "ci", *args], cwd=project, text=True,
                           capture_output=True, timeout=timeout, env=dict(os.environ))
-
-
-def as_json(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    try:
-        data: dict[str, Any] = json.loads(proc.stdout)
-    except ValueError:
-        raise AssertionError(
-            f"no JSON (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}") from None
-    return data
-
-
-def by_platform(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {r["platform"]: r for r in report["results"]}
 
 
 def repo() -> str:
