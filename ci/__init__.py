@@ -75,6 +75,8 @@ _EXPORTS = {
     "Interrupted": "ci.core.errors",
     "Busy": "ci.core.errors",
     "JournalError": "ci.core.errors",
+    "SignatureError": "ci.core.errors",
+    "VerificationFailed": "ci.core.errors",
 }
 
 __all__ = [
@@ -107,6 +109,7 @@ __all__ = [
     "RegistryPort",
     "Release",
     "ReleaseOutcome",
+    "SignatureError",
     "SmokeResult",
     "SourceInfo",
     "StepFailed",
@@ -116,6 +119,7 @@ __all__ = [
     "TrackingPort",
     "UsageError",
     "Verdict",
+    "VerificationFailed",
     "__version__",
     "decide",
     "finish",
@@ -157,11 +161,13 @@ if TYPE_CHECKING:
         PipelineError,
         PlanUnavailable,
         RegistryError,
+        SignatureError,
         StepFailed,
         TestsFailed,
         ToolError,
         TrackingError,
         UsageError,
+        VerificationFailed,
     )
     from ci.core.model import ModelStageResult, PromoteResult
     from ci.core.outcome import DeployResult, PublishResult, ReleaseOutcome

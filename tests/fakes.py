@@ -81,6 +81,7 @@ class FakeRegistry:
         self.manifests: dict[tuple[str, str], Manifest] = {}
         self.platform_of: dict[tuple[str, str], dict[str, str]] = {}
         self._tags: dict[tuple[str, str], str] = {}
+        self.blobs: dict[tuple[str, str], bytes] = {}  # put_blob: (repo, digest) → bytes
         self.writes: list[Write] = []
         self.pushed: list[tuple[str, str, str]] = []  # (repo, platform, digest)
         self.fail_tags: set[str] = set()  # put_manifest on these tags raises RegistryError
@@ -154,6 +155,16 @@ class FakeRegistry:
         else:
             self._tags[(repo, ref)] = digest
             self.recorder.append(f"tag {ref}")
+        return digest
+
+    def get_blob(self, repo: str, digest: str) -> bytes:
+        if (repo, digest) not in self.blobs:
+            raise RegistryError(f"{repo}@{digest}: blob unknown")
+        return self.blobs[(repo, digest)]
+
+    def put_blob(self, repo: str, data: bytes) -> str:
+        digest = digest_of(data)
+        self.blobs[(repo, digest)] = data
         return digest
 
     def remove_tag(self, repo: str, tag: str) -> None:

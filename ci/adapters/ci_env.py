@@ -122,13 +122,24 @@ def from_git(env: Mapping[str, str], cwd: Path) -> SourceInfo:
     )
 
 
+def commit_time(sha: str, cwd: Path, env: Mapping[str, str]) -> int | None:
+    """The committer time of `sha` in the checkout at cwd: every image's SOURCE_DATE_EPOCH,
+    so two builds of one commit give the same digests (None outside a checkout of it)."""
+    if not sha:
+        return None
+    text = _git(["show", "-s", "--format=%ct", sha, "--"], cwd, env)
+    return int(text) if text.isdigit() else None
+
+
 def detect(environ: Mapping[str, str], cwd: Path) -> SourceInfo:
     """The source of this run, from the CI system's variables or the git checkout at cwd."""
     if environ.get("GITHUB_ACTIONS") == "true":
-        return from_github(environ)
-    if environ.get("GITLAB_CI") == "true":
-        return from_gitlab(environ)
-    from ci.core import platforms
+        source = from_github(environ)
+    elif environ.get("GITLAB_CI") == "true":
+        source = from_gitlab(environ)
+    else:
+        from ci.core import platforms
 
-    return from_git(environ, cwd).model_copy(
-        update={"runner_arch": platforms.host().architecture})
+        source = from_git(environ, cwd).model_copy(
+            update={"runner_arch": platforms.host().architecture})
+    return source.model_copy(update={"commit_time": commit_time(source.sha, cwd, environ)})

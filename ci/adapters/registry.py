@@ -266,6 +266,27 @@ class RegistryClient:
     def get_blob(self, repo: str, digest: str) -> bytes:
         return self.request("GET", f"/v2/{repo}/blobs/{digest}", what=f"read blob {digest}").content
 
+    def put_blob(self, repo: str, data: bytes) -> str:
+        """Upload a small blob in one request (POST a session, PUT ?digest=); returns its
+        digest. Skipped when the registry already has it: blobs are content-addressed."""
+        digest = digest_of(data)
+        head = self.request("HEAD", f"/v2/{repo}/blobs/{digest}", ok=(200, 404),
+                            what=f"check blob {repo}@{digest}")
+        if head.status_code == 200:
+            return digest
+        start = self.request("POST", f"/v2/{repo}/blobs/uploads/", ok=(202,),
+                             what=f"start blob upload to {repo}")
+        location = start.headers.get("location")
+        if not location:
+            raise RegistryError(f"start blob upload to {repo}: registry {self.registry} "
+                                "answered without a Location header")
+        # keep the session's own query (`_state`): httpx's params= would replace it
+        target = httpx.URL(location).copy_merge_params({"digest": digest})
+        self.request("PUT", str(target), content=data,
+                     headers={"Content-Type": "application/octet-stream"}, ok=(201,),
+                     what=f"upload blob {repo}@{digest}")
+        return digest
+
     def tags(self, repo: str) -> list[str]:
         resp = self.request("GET", f"/v2/{repo}/tags/list", ok=(200, 404),
                             what=f"list tags of {repo}")

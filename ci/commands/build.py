@@ -15,6 +15,7 @@ from ci.stages.fanout import execute
 from ci.stages.prepare import Prepared, prepare
 from ci.stages.publish import check_publishable, decide_results, publish_release
 from ci.stages.real import registry_for, tag_guard_for
+from ci.stages.sign import signer
 
 
 def run_jobs(
@@ -39,9 +40,11 @@ def publish_jobs(config: Config, prepared: Prepared, results: list[PlatformResul
                  environ: Mapping[str, str] | None = None) -> PublishResult:
     """Verdict from the results; GateFailed (nothing written) unless it passed, else publish."""
     permit = decide_results(config, results, expected=prepared.expected).permit()
-    client = registry_for(config, dict(os.environ if environ is None else environ))
+    env = dict(os.environ if environ is None else environ)
+    sign = signer(config, permit.verdict, env)  # [sign]: the index, before any tag moves
+    client = registry_for(config, env)
     try:
-        return publish_release(permit, config, client, guard=tag_guard_for(
-            config, permit.verdict.source.sha, os.environ if environ is None else environ))
+        return publish_release(permit, config, client, before_tags=sign,
+                               guard=tag_guard_for(config, permit.verdict.source.sha, env))
     finally:
         client.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -43,6 +44,33 @@ def base_report(config: Config, found: list[RunnerInfo],
              "line": j.base.line(j.platform)} for j in plan.jobs if j.base is not None]
 
 
+def push_report(found: list[RunnerInfo], environ: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Each reachable Docker runner's push route: by digest (containerd image store:
+    reproducible digests, no temporary tags) or the temporary-tag route, and how to switch."""
+    from ci.adapters.engines.docker import DockerEngine
+    from ci.adapters.engines.oci_route import ROUTE_DIGEST
+    from ci.core.errors import CIError
+
+    rows = []
+    for r in found:
+        if r.engine != "docker" or not r.reachable:
+            continue
+        try:
+            info = DockerEngine(r.host, r.name, environ=environ).ping()
+        except CIError as exc:
+            rows.append({"runner": r.name, "route": "", "ok": False, "line": exc.message})
+            continue
+        digest = info["route"] == ROUTE_DIGEST
+        line = (f"push by digest (containerd image store, Docker {info['version']}): "
+                "reproducible digests, no temporary tags" if digest else
+                f"temporary-tag push (Docker {info['version']}, classic image store"
+                f"{'' if shutil.which('skopeo') else ' or no skopeo'}): digests differ per build; "
+                "for push by digest and reproducible digests use Docker >= 24 with "
+                '"features": {"containerd-snapshotter": true} in daemon.json, and skopeo')
+        rows.append({"runner": r.name, "route": info["route"], "ok": True, "line": line})
+    return rows
+
+
 def run_doctor(
     config: Config | None, environ: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
@@ -57,6 +85,7 @@ def run_doctor(
         "runners": [r.model_dump() for r in found],
         "buildx": check_buildx(env),
         "binfmt": [h.as_dict() for h in binfmt.handlers()],
+        "push": push_report(found, env),
         "dagger": {
             "cli": inventory.dagger_cli(env),
             "session": inventory.dagger_session_env(env),

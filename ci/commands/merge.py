@@ -22,6 +22,7 @@ from ci.pipelines.ports import RegistryFactory
 from ci.stages.prepare import now_rfc3339
 from ci.stages.publish import check_publishable, decide_results, publish_release
 from ci.stages.real import registry_for, tag_guard_for
+from ci.stages.sign import signer
 
 
 def load_result(path: Path) -> PlatformResult:
@@ -102,7 +103,7 @@ def run_merge(
     permit = verdict.permit()
     client = registry(config, env)
     try:
-        published = publish_release(permit, config, client,
+        published = publish_release(permit, config, client, before_tags=signer(config, verdict, env),
                                     guard=tag_guard_for(config, verdict.source.sha, env))
     finally:
         client.close()

@@ -15,9 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -25,6 +23,17 @@ from pydantic import (
 )
 
 from ci.core import paths, platforms
+from ci.core.config_sections import DeployConfig as DeployConfig
+from ci.core.config_sections import MlflowConfig as MlflowConfig
+from ci.core.config_sections import NotifyConfig as NotifyConfig
+from ci.core.config_sections import PublishConfig as PublishConfig
+from ci.core.config_sections import RegistryAuth as RegistryAuth
+from ci.core.config_sections import Section as _Model
+from ci.core.config_sections import SignConfig as SignConfig
+from ci.core.config_sections import SmokeConfig as SmokeConfig
+from ci.core.config_sections import StrList as StrList
+from ci.core.config_sections import sign_problems, verify_deploy
+from ci.core.config_sections import split_commas as _split_commas
 from ci.core.errors import MISSING, ConfigError, ConfigProblem
 from ci.core.training_config import Interpreter, TrainContainerConfig
 
@@ -32,12 +41,6 @@ ENV_PREFIX = "MACI_"
 CONFIG_FILE = "ci.toml"
 DEFAULT_STATE_DIR = ".maci"
 DEFAULT_ARTIFACT = "serving/model.json"
-
-
-def _split_commas(value: Any) -> Any:
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    return value
 
 
 def _command(value: Any) -> Any:
@@ -50,12 +53,7 @@ def _command(value: Any) -> Any:
 
 
 PlatformStr = Annotated[str, AfterValidator(platforms.canonical)]
-StrList = Annotated[list[str], BeforeValidator(_split_commas)]
 Command = Annotated[list[str], BeforeValidator(_command)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
 class ProjectConfig(_Model):
@@ -225,69 +223,6 @@ class ModelConfig(_Model):
     check_command: Command = Field(default_factory=list)  # loads the model in each image
 
 
-class RegistryAuth(_Model):
-    username: str | None = None
-    password_env: str | None = Field(default=None, description="env var holding the password")
-
-
-class PublishConfig(_Model):
-    tags: StrList = Field(default_factory=lambda: ["sha-{sha}", "{branch}", "{semver}"])
-    latest_on: paths.OptionalBranch = Field(default="main", description="branch that also moves `latest`")
-    auth: RegistryAuth = Field(default_factory=RegistryAuth)
-    insecure: bool = False
-
-    @field_validator("tags")
-    @classmethod
-    def _tags(cls, value: list[str]) -> list[str]:
-        allowed = {"sha", "short_sha", "branch", "semver", "major", "minor", "run_id"}
-        for tag in value:
-            for name in re.findall(r"{([^}]*)}", tag):
-                if name not in allowed:
-                    raise ValueError(f"tag template {tag!r} uses unknown field {{{name}}}")
-        return value
-
-
-class DeployConfig(_Model):
-    remote: paths.Remote = Field(min_length=1)
-    branch: paths.Branch = "main"
-    manifests: Annotated[list[paths.DeployFile], BeforeValidator(_split_commas)] = Field(
-        min_length=1)
-    keep_tag: bool = True
-    author: str = "multiarch-ci <ci@localhost>"
-    max_retries: int = Field(default=3, ge=0, le=20)
-
-
-class SmokeConfig(_Model):
-    requests: int = Field(default=50, ge=1, le=100_000)
-    concurrency: int = Field(default=4, ge=1, le=256)
-    port: int = Field(default=8080, ge=1, le=65535)
-    health_path: paths.UrlPath = "/health"
-    predict_path: paths.UrlPath = "/predict"
-    payload: dict[str, Any] = Field(default_factory=dict)
-    p95_ms: float = Field(default=250, gt=0)
-    p95_ms_emulated: float = Field(default=2500, gt=0)
-    max_error_rate: float = Field(default=0.0, ge=0, le=1)
-    startup_timeout_seconds: float = Field(default=60, gt=0)
-
-
-class NotifyConfig(_Model):
-    webhooks: StrList = Field(default_factory=list)
-    timeout_seconds: float = Field(default=5, gt=0)
-
-    @field_validator("webhooks")
-    @classmethod
-    def _urls(cls, value: list[str]) -> list[str]:
-        for url in value:
-            if not re.match(r"^https?://[^\s/]+", url):
-                raise ValueError(f"{url!r} is not an http(s) URL")
-        return value
-
-
-class MlflowConfig(_Model):
-    tracking_uri: str | None = None
-    token_env: str | None = Field(default=None, description="env var holding a bearer token")
-
-
 class Config(_Model):
     """The whole pipeline config. `root` is the folder the config came from."""
 
@@ -302,6 +237,7 @@ class Config(_Model):
     smoke: SmokeConfig | None = None
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    sign: SignConfig | None = None
     root: str = Field(default=".", exclude=True)
 
     @model_validator(mode="after")
@@ -323,6 +259,11 @@ class Config(_Model):
     @property
     def platforms(self) -> list[platforms.Platform]:
         return platforms.parse_many(self.project.platforms)
+
+    @property
+    def verify_deploy(self) -> bool:
+        """Whether a deploy verifies the index's signature first (`deploy.verify`)."""
+        return verify_deploy(self.sign, self.deploy)
 
     def tracking_uri(self) -> str:
         """The configured MLflow URI, else the embedded sqlite store in the state dir."""
@@ -428,7 +369,7 @@ def validate(data: Any, source: str = CONFIG_FILE, root: str = ".") -> Config:
         config = Config.model_validate({**data, "root": root})
     except ValidationError as exc:
         raise ConfigError(_problems(exc, data, source)) from None
-    problems = paths.cross_problems(config, source)
+    problems = paths.cross_problems(config, source) + sign_problems(config.sign, config.deploy, source)
     if problems:
         raise ConfigError(problems)
     return config

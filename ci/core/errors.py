@@ -21,12 +21,16 @@ CLI's single handler can map them to exit codes without knowing any tool::
     │   ├── RegistryError        exit 1: the OCI registry refused or failed a request
     │   │   └── TagMoveError     exit 1: a tag write failed (says what moved, rolled back, not moved)
     │   ├── TrackingError        exit 1: MLflow failed or is unreachable
+    │   ├── SignatureError       exit 1: cosign could not sign the index (keeps exit code, output)
     │   └── GitOpsError          exit 1: clone/commit/push of the deploy repo failed
     │       ├── DeployRefused    exit 1: the monotonic guard refused an older source commit
     │       └── ManifestError    exit 1: a deploy manifest is not valid YAML (names file and line)
+    ├── VerificationFailed       exit 1: a deploy refused: the index's signature or annotations
+    │                                    do not check out (unsigned, another key, other source)
     ├── SetupError               exit 1: the machine cannot be set up as asked (not root...)
     ├── Busy                     exit 1: another release of the same state dir holds the lock
     ├── JournalError             exit 1: an unfinished release's journal cannot be read or finished
+    ├── AttestationError         exit 1: an SBOM/provenance input (OCI layout, layer) cannot be read
     └── Interrupted              exit 130 (SIGINT) / 143 (SIGTERM); the message says what moved
 """
 
@@ -201,6 +205,32 @@ class ManifestError(GitOpsError):
     """A deploy manifest that is not valid YAML (the message names the file and line)."""
 
 
+class SignatureError(ToolError):
+    """Signing the index failed (nothing was tagged: signing comes before any tag moves);
+    keeps cosign's exit code and output, like StepFailed."""
+
+    def __init__(self, message: str, *, cmd: list[str] | None = None,
+                 returncode: int | None = None, stdout: str = "", stderr: str = "") -> None:
+        super().__init__(message)
+        self.cmd, self.returncode = list(cmd or []), returncode
+        self.stdout, self.stderr = stdout, stderr
+
+
+class VerificationFailed(CIError):
+    """A deploy refused before anything was cloned or committed: the index is unsigned,
+    signed by another key/identity, or its annotations name another source commit.
+    `reason` is the short cause ("no signatures found", "signed by another key"...)."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, *, reason: str = "", cmd: list[str] | None = None,
+                 returncode: int | None = None, stdout: str = "", stderr: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.cmd, self.returncode = list(cmd or []), returncode
+        self.stdout, self.stderr = stdout, stderr
+
+
 class SetupError(CIError):
     exit_code = EXIT_FAILED
 
@@ -213,6 +243,13 @@ class Busy(CIError):
 
 class JournalError(CIError):
     """An unfinished release could not be read or completed; the message says what to check."""
+
+    exit_code = EXIT_FAILED
+
+
+class AttestationError(CIError):
+    """An attestation input is unusable (a broken OCI layout, a layer that is not a tar, a
+    digest that does not match): the message names the file or blob."""
 
     exit_code = EXIT_FAILED
 

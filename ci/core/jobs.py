@@ -7,6 +7,7 @@ args, labels and paths of a platform job are decided once, here.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ci.core import platforms
@@ -43,17 +44,23 @@ def version_of(source: SourceInfo) -> str:
     return source.sha[:12]
 
 
-def labels_for(
-    config: Config, source: SourceInfo, run_id: str, platform: str, created: str = ""
-) -> dict[str, str]:
-    """OCI labels every image of the run carries; empty values are left out."""
+def source_created(source: SourceInfo) -> str:
+    """The image's `created`: the commit's time (RFC 3339, UTC), never the clock of the build,
+    so rebuilding one commit gives the same image; '' when the time is unknown."""
+    if source.commit_time is None:
+        return ""
+    return datetime.fromtimestamp(source.commit_time, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def labels_for(config: Config, source: SourceInfo, platform: str) -> dict[str, str]:
+    """OCI labels every image of the run carries; empty values are left out. Nothing per run
+    (run id, build time): those go to the verdict and the signature, so digests reproduce."""
     labels = {
         LABEL_SOURCE: source.repository_url,
         LABEL_REVISION: source.sha,
-        LABEL_CREATED: created,
+        LABEL_CREATED: source_created(source),
         LABEL_TITLE: config.project.name,
         LABEL_VERSION: version_of(source),
-        LABEL_RUN_ID: run_id,
         LABEL_PLATFORM: platform,
     }
     return {k: v for k, v in labels.items() if v}
@@ -65,10 +72,8 @@ def spec_for(
     source: SourceInfo,
     run_id: str,
     output_dir: str | Path,
-    *,
-    created: str = "",
 ) -> JobSpec:
-    """The spec of one placed platform job. `created` is an RFC 3339 time the caller read."""
+    """The spec of one placed platform job."""
     if plan_job.placement.kind == "unavailable":
         raise PlanUnavailable(f"{plan_job.platform}: {plan_job.placement.reason}")
     platform = platforms.parse(plan_job.platform)
@@ -95,9 +100,10 @@ def spec_for(
         test_timeout=config.test.timeout_seconds,
         model_check=list(config.model.check_command) if config.model else [],
         build_args=build_args,
-        labels=labels_for(config, source, run_id, str(platform), created),
+        labels=labels_for(config, source, str(platform)),
         ca_bundle=ca,
         output_dir=str(out),
+        oci_layout=str(config.state_path / "oci" / platform.slug),
         run_id=run_id,
         source=source,
     )

@@ -26,6 +26,8 @@ class PublishResult(Frozen):
     dry_run: bool = False  # True: nothing was written; digest/tags are what WOULD be published
     kept: dict[str, str] = Field(default_factory=dict,
                                  description="tag → why it stays on a newer source's index")
+    unchanged: list[str] = Field(default_factory=list,
+                                 description="tags already on this index: not written again")
 
     @property
     def reference(self) -> str:

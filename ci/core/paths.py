@@ -220,6 +220,13 @@ class _Model(Protocol):
     def container(self) -> _Container | None: ...
 
 
+class _Sign(Protocol):
+    @property
+    def key(self) -> str | None: ...
+    @property
+    def public_key(self) -> str | None: ...
+
+
 class Config(Protocol):
     """The parts of `ci.core.config.Config` the cross-field and symlink checks read."""
 
@@ -231,6 +238,8 @@ class Config(Protocol):
     def build(self) -> _Build: ...
     @property
     def model(self) -> _Model | None: ...
+    @property
+    def sign(self) -> _Sign | None: ...
 
 
 def _input_paths(config: Config) -> Iterator[tuple[int, str, str]]:
@@ -282,6 +291,10 @@ def _project_paths(config: Config) -> Iterator[tuple[str, str, str, str]]:
     yield "build.dockerfile", b.dockerfile, posixpath.join(b.context, b.dockerfile), "build.context"
     if b.ca_bundle and not is_absolute(normalise(b.ca_bundle)):
         yield "build.ca_bundle", b.ca_bundle, b.ca_bundle, ""
+    for key in ("key", "public_key"):
+        value = getattr(config.sign, key, None)
+        if value and not is_absolute(normalise(value)):
+            yield f"sign.{key}", value, value, ""
     if m is None:
         return
     yield "model.workdir", m.workdir, m.workdir, ""

@@ -31,6 +31,7 @@ class SourceInfo(Frozen):
     provider: Literal["github", "gitlab", "local"] = "local"
     pull_request: str = ""
     runner_arch: str = ""  # the machine running ci (normalised OCI arch: amd64, arm64...)
+    commit_time: int | None = None  # committer time (Unix seconds): SOURCE_DATE_EPOCH of the images
 
 
 class JobSpec(Frozen):
@@ -53,6 +54,7 @@ class JobSpec(Frozen):
     labels: dict[str, str] = Field(default_factory=dict)
     ca_bundle: str | None = None
     output_dir: str
+    oci_layout: str = ""  # the release image's OCI layout (digest route), under the state dir
     run_id: str
     source: SourceInfo = Field(default_factory=SourceInfo)
 
@@ -126,6 +128,7 @@ class PlatformResult(Frozen):
     placement_reason: str = ""
     status: Literal["passed", "failed", "error"]
     digest: str | None = None
+    attestation: str | None = None  # its SBOM + provenance manifest (digest route), by digest
     tests: TestSummary | None = None
     durations: dict[str, float] = Field(default_factory=dict)
     emulated_seconds: float = 0.0

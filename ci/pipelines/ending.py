@@ -24,7 +24,7 @@ from ci.core.verdict import Permit, Verdict
 from ci.pipelines.ports import Ports
 from ci.pipelines.stage import Note, reported
 from ci.stages import journal
-from ci.stages.prepare import Prepared, rfc3339
+from ci.stages.prepare import Prepared
 from ci.stages.record import ReleaseRecord
 
 
@@ -129,7 +129,9 @@ class ReleaseEnd:
         self.permit()
         self.ports.git.init_remote(self.config)
         with self._stage("release", "deploy preflight"):
-            probe = f"{self.config.project.image}@sha256:{'0' * 64}"
+            from ci.stages.deploy import PREFLIGHT_DIGEST
+
+            probe = f"{self.config.project.image}@{PREFLIGHT_DIGEST}"  # not verified: unsigned yet
             self.ports.git.deploy(self.config, prepared.source, probe, self.model_version,
                                   dry_run=True, source_repo=self._source_repo(),
                                   environ=self.environ)
@@ -151,10 +153,13 @@ class ReleaseEnd:
         """
         from ci.stages.ordering import tag_guard
         from ci.stages.publish import publish_release
+        from ci.stages.sign import signer
 
         permit = self.permit()
         self.check_publishable()
         prepared = self._need("publish()")
+        # signs the index after it is written by digest, before any tag moves ([sign])
+        sign = None if self.dry_run else signer(self.config, permit.verdict, self.environ)
 
         def intent(index: Manifest, moving: list[str], previous: dict[str, str | None]) -> None:
             journal.begin(
@@ -169,8 +174,8 @@ class ReleaseEnd:
             client = self.ports.registry(self.config, self.environ)
             try:
                 published = publish_release(
-                    permit, self.config, client, tags=tags, created=rfc3339(self.clock()),
-                    dry_run=self.dry_run, on_intent=intent,
+                    permit, self.config, client, tags=tags,
+                    dry_run=self.dry_run, on_intent=intent, before_tags=sign,
                     guard=tag_guard(self._source_repo(), prepared.source.sha, self.environ))
             except TagMoveError as exc:
                 if not exc.moved:  # every moved tag was rolled back: the world is as it was
@@ -182,7 +187,8 @@ class ReleaseEnd:
             self.outcome_value = self.outcome_value.with_(published=published)
             would = "dry run, would publish " if self.dry_run else ""
             kept = "; " + "; ".join(published.kept.values()) if published.kept else ""
-            note.detail = f"{would}{published.digest[:19]} tags {', '.join(published.tags)}{kept}"
+            signed = " (signed)" if sign is not None else ""
+            note.detail = f"{would}{published.digest[:19]}{signed} tags {', '.join(published.tags)}{kept}"
         return self.outcome_value
 
     def deploy(self) -> ReleaseOutcome:

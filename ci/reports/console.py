@@ -75,6 +75,9 @@ def print_doctor(report: dict[str, Any], console: Console) -> None:
                   f"{', '.join(r['emulates']) or 'nothing'}") if r["reachable"] else r["error"]
         table.add_row(f"runner {r['name']} {r['host'] or '(default)'}", mark(r["reachable"]),
                       detail)
+    for row in report.get("push", []):
+        table.add_row(f"push {row['runner']}", "[green]ok[/]" if row["route"] == "digest" else
+                      "[yellow]tags[/]" if row["ok"] else mark(False), escape(row["line"]))
     bx = report["buildx"]
     table.add_row("docker buildx", mark(bx["ok"]), str(bx["detail"]))
     for h in report["binfmt"]:

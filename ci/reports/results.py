@@ -69,9 +69,15 @@ def print_results(
 
 
 def print_published(published: PublishResult, console: Console) -> None:
-    console.print(f"[green]published[/] {published.reference}")
+    if published.unchanged and not published.tags:
+        console.print(f"[green]unchanged[/] {published.reference}: the tags already hold this "
+                      "index (same commit, model and bases: same digest); nothing written")
+    else:
+        console.print(f"[green]published[/] {published.reference}")
     console.print(f"  platforms: {', '.join(published.platforms)}")
-    console.print(f"  tags: {', '.join(published.tags) or '(none)'}  ({published.seconds:.2f} s)")
+    same = f"; unchanged: {', '.join(published.unchanged)}" if published.unchanged else ""
+    console.print(f"  tags: {', '.join(published.tags) or '(none)'}{same}  "
+                  f"({published.seconds:.2f} s)")
 
 
 def to_json(

@@ -13,6 +13,10 @@ commit itself) deploys; an ancestor, diverged history or a commit the checkout d
 (shallow CI clone) is refused, naming both commits, rather than risk a rollback. Commit times
 are recorded, never used to decide.
 
+With `deploy.verify` (on by default with [sign]) the index's signature is checked first
+(`ci.stages.sign.verify_index`: signed by the configured key or identity, for this source
+commit); a refusal (VerificationFailed, exit 1) happens before anything is cloned or committed.
+
 The clone lives under the state dir (`<state_dir>/tmp/deploy-<pid>-<start>-<random>`) and is
 removed on every exit path; one a SIGKILLed ci left is removed by the next deploy.
 """
@@ -37,7 +41,7 @@ from ci.core.errors import DeployRefused, GitOpsError, StepFailed, UsageError
 from ci.core.manifests import Change, Target, split_ref, update_manifest
 from ci.core.outcome import DeployResult, PublishResult
 from ci.core.results import SourceInfo
-from ci.stages import ordering
+from ci.stages import ordering, sign
 from ci.stages.ordering import Relation
 
 log = logging.getLogger(__name__)
@@ -45,6 +49,8 @@ GUARD_FILE = ".maci/deployed.json"
 CLONE_PREFIX = "deploy-"
 GIT_TIMEOUT = 300.0
 EventHook = Callable[[str, int], None]
+# the digest of the release's preflight (a dry run before publish): nothing is signed yet
+PREFLIGHT_DIGEST = "sha256:" + "0" * 64
 
 
 @dataclass(frozen=True)
@@ -185,6 +191,8 @@ def deploy(
 
     `source_repo` is the checkout holding `source.sha` (for the ancestry guard); `on_event`
     hears ("cloned" | "committed" | "rejected" | "pushed", attempt) for progress reports.
+    With `config.verify_deploy`, the signature is verified before the clone (not for the
+    preflight's PREFLIGHT_DIGEST dry run).
     """
     if config.deploy is None:
         raise UsageError("no [deploy] section in the config: nothing to deploy to")
@@ -196,6 +204,8 @@ def deploy(
     except ValueError as exc:
         raise UsageError(f"index reference {index_ref!r}: {exc}") from None
     env = dict(os.environ if environ is None else environ)
+    if config.verify_deploy and not (dry_run and digest == PREFLIGHT_DIGEST):
+        sign.verify_index(config, index_ref, source.sha, env)  # VerificationFailed: nothing cloned
     parent = config.state_path / "tmp"
     swept = sweep_clones(parent)
     # removed on every exit path, Ctrl-C/SIGTERM included; a SIGKILL leaves it for the sweep

@@ -113,6 +113,5 @@ def prepare(
         raise UsageError(f"run id {rid!r} (--run-id / MACI_RUN_ID): use letters, digits, '.', "
                          "'_' and '-' only (it names a folder under the state dir)")
     out = config.state_path / "runs" / rid
-    created = now_rfc3339(clock)
-    specs = [spec_for(config, job, source, rid, out, created=created) for job in plan.jobs]
+    specs = [spec_for(config, job, source, rid, out) for job in plan.jobs]
     return Prepared(plan, source, rid, specs, out)

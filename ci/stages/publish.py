@@ -17,9 +17,10 @@ from typing import Any
 
 from ci.adapters import signals
 from ci.core import platforms
+from ci.core.attest import SLSA_V02, SPDX_PREDICATE, attestation_descriptor
 from ci.core.config import Config
-from ci.core.errors import GateFailed, RegistryError, TagMoveError, UsageError
-from ci.core.jobs import LABEL_CREATED, LABEL_REVISION, LABEL_RUN_ID, LABEL_SOURCE
+from ci.core.errors import AttestationError, GateFailed, RegistryError, TagMoveError, UsageError
+from ci.core.jobs import LABEL_CREATED, LABEL_REVISION, LABEL_SOURCE, source_created
 from ci.core.oci import (
     OCI_INDEX,
     ImageRef,
@@ -32,17 +33,22 @@ from ci.core.ports import RegistryPort
 from ci.core.results import PlatformResult, SourceInfo
 from ci.core.tags import TAG_RE, release_tags
 from ci.core.verdict import ModelVerdict, Permit, Verdict, decide
+from ci.stages.attestations import read_attestations
 from ci.stages.ordering import TagGuard
 
+ATTESTATION_PLATFORM = "unknown/unknown"  # index entries of attestation manifests
+# the written and verified index's digest → before the first tag moves (raise: nothing moves)
+BeforeTags = Callable[[str], None]
 # (the index, tags about to move, each one's previous digest or None) → before the first write
 Intent = Callable[[Manifest, list[str], dict[str, str | None]], None]
 
 
 def build_index(
     client: RegistryPort, repo: str, digests: Mapping[str, str],
-    annotations: Mapping[str, str],
+    annotations: Mapping[str, str], extra: Sequence[Mapping[str, Any]] = (),
 ) -> bytes:
-    """OCI index bytes for {platform: digest}; each entry's platform must match its config."""
+    """OCI index bytes for {platform: digest} (+ `extra` entries: attestation manifests);
+    each platform entry's platform must match its config."""
     entries = []
     for platform, digest in sorted(digests.items()):
         desc = client.descriptor(repo, digest)
@@ -52,6 +58,7 @@ def build_index(
                 f"{repo}@{digest} was pushed for {platform} but its config says {found}"
             )
         entries.append(desc)
+    entries += [dict(e) for e in extra]
     index: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
     if annotations:
         index["annotations"] = {k: v for k, v in sorted(annotations.items()) if v}
@@ -62,19 +69,30 @@ def verify_index(
     client: RegistryPort, repo: str, ref: str, expected: Sequence[str]
 ) -> list[str]:
     """Fail unless the index at `ref` holds exactly the expected platforms."""
-    found = client.index_platforms(repo, ref)
+    found = [p for p in client.index_platforms(repo, ref) if p != ATTESTATION_PLATFORM]
     want = sorted(str(platforms.parse(p)) for p in expected)
     if sorted(found) != want or len(set(found)) != len(found):
         raise RegistryError(f"index {repo}:{ref} holds {sorted(found)}, expected {want}")
     return found
 
 
+def check_attestations(client: RegistryPort, repo: str, index: str, expected: Sequence[str]) -> None:
+    """Every attested platform's SBOM and provenance are readable under the written index."""
+    found = read_attestations(client, repo, index)
+    for platform in expected:
+        missing = [k for k in (SPDX_PREDICATE, SLSA_V02) if k not in found.get(platform, {})]
+        if missing:
+            raise AttestationError(f"index {repo}@{index}: {platform} lacks {', '.join(missing)}")
+
+
 def move_tags(
     client: RegistryPort, repo: str, tags: Sequence[str], manifest: Manifest, *,
     guard: TagGuard | None = None, on_intent: Intent | None = None,
-    kept: dict[str, str] | None = None,
+    kept: dict[str, str] | None = None, unchanged: list[str] | None = None,
 ) -> list[str]:
     """Point every tag at `manifest`; on a failure, roll back the ones already moved.
+    A tag already on `manifest` is not written again (listed in `unchanged`): re-releasing
+    an unchanged commit touches no tag.
 
     `guard` keeps a tag that holds a newer source (its reason lands in `kept`); `on_intent`
     hears every tag's previous digest before the first write (the release journal). The
@@ -85,7 +103,10 @@ def move_tags(
         reason = guard(tag, old) if guard is not None and old is not None else ""
         if reason and kept is not None:
             kept[tag] = reason
-    tags = [t for t in tags if t not in (kept or {})]
+    same = [t for t in tags if (m := before[t]) is not None and m.digest == manifest.digest]
+    if unchanged is not None:
+        unchanged += same
+    tags = [t for t in tags if t not in (kept or {}) and t not in same]
     if on_intent is not None:
         on_intent(manifest, tags, {t: m.digest if m else None for t, m in before.items() if t in tags})
     with signals.deferred("moving release tags"):
@@ -146,15 +167,15 @@ def _roll_back(
     return rolled, stuck
 
 
-def index_annotations(results: Sequence[PlatformResult], created: str = "") -> dict[str, str]:
-    """OCI annotations for the index: source, revision, created and the run id(s)."""
+def index_annotations(results: Sequence[PlatformResult]) -> dict[str, str]:
+    """OCI annotations for the index: source, revision and the commit's time. Nothing per run
+    (run id, clock): the same release gives the same index digest, and `--dry-run` predicts
+    it; the run is named by the verdict, the journal and the signature instead."""
     first = results[0] if results else None
-    run_ids = sorted({r.run_id for r in results if r.run_id})
     values = {
         LABEL_SOURCE: first.source.repository_url if first else "",
         LABEL_REVISION: first.source.sha if first else "",
-        LABEL_CREATED: created,
-        LABEL_RUN_ID: ",".join(run_ids),
+        LABEL_CREATED: source_created(first.source) if first else "",
     }
     return {k: v for k, v in values.items() if v}
 
@@ -168,12 +189,17 @@ def publish(
     dry_run: bool = False,
     guard: TagGuard | None = None,
     on_intent: Intent | None = None,
+    before_tags: BeforeTags | None = None,
 ) -> PublishResult:
     """Assemble and tag the index of a passed verdict's digests (RegistryError on a failed
     write). It takes the Permit, so the gates were weighed by `decide()` and nowhere else.
 
     With `dry_run` the index is assembled (reading the registry) but nothing is written: the
     result names the digest the index would have and the tags that would move.
+    Each platform's attestation manifest (SBOM + provenance, pushed by its job) becomes an
+    index entry, and is read back from the written index before any tag moves. `before_tags`
+    (signing) runs on the written, verified index before the first tag moves: if it raises,
+    no tag moved.
 
     Order matters: the index is written by digest (no tag sees it), re-read and checked to
     hold exactly the expected platforms, and only then are tags moved (rolled back on error).
@@ -185,7 +211,11 @@ def publish(
     image, results = verdict.image, verdict.platforms
     ref = ImageRef.parse(image)
     digests = {str(platforms.parse(r.platform)): str(r.digest) for r in results}
-    body = build_index(registry_client, ref.repository, digests, annotations)
+    attested = {str(platforms.parse(r.platform)): (str(r.digest), r.attestation)
+                for r in results if r.attestation}
+    extra = [attestation_descriptor(registry_client.get_manifest(ref.repository, a).body, d)
+             for d, a in attested.values()]
+    body = build_index(registry_client, ref.repository, digests, annotations, extra)
     if dry_run:
         return PublishResult(
             image=image, digest=digest_of(body), tags=list(tags), platforms=sorted(digests),
@@ -194,10 +224,15 @@ def publish(
         )
     digest = registry_client.put_manifest(ref.repository, digest_of(body), body, OCI_INDEX)
     found = verify_index(registry_client, ref.repository, digest, list(digests))
+    if attested:
+        check_attestations(registry_client, ref.repository, digest, list(attested))
+    if before_tags is not None:
+        before_tags(digest)
     kept: dict[str, str] = {}
+    unchanged: list[str] = []
     moved = move_tags(registry_client, ref.repository, list(tags),
                       Manifest(digest, OCI_INDEX, body), guard=guard, on_intent=on_intent,
-                      kept=kept)
+                      kept=kept, unchanged=unchanged)
     return PublishResult(
         image=image,
         digest=digest,
@@ -207,6 +242,7 @@ def publish(
         annotations=dict(annotations),
         seconds=round(time.monotonic() - started, 3),
         kept=kept,
+        unchanged=unchanged,
     )
 
 
@@ -216,10 +252,10 @@ def publish_release(
     client: RegistryPort,
     *,
     tags: Sequence[str] | None = None,
-    created: str = "",
     dry_run: bool = False,
     guard: TagGuard | None = None,
     on_intent: Intent | None = None,
+    before_tags: BeforeTags | None = None,
 ) -> PublishResult:
     """Publish what a passed verdict holds: its platforms' digests, its source's tags.
 
@@ -238,8 +274,8 @@ def publish_release(
     if bad or not release:
         raise UsageError(f"tags {bad or release!r}: not valid OCI tags (at least one, "
                          "[A-Za-z0-9_][A-Za-z0-9._-]{0,127})")
-    return publish(permit, release, index_annotations(results, created or verdict.created),
-                   client, dry_run=dry_run, guard=guard, on_intent=on_intent)
+    return publish(permit, release, index_annotations(results), client, dry_run=dry_run,
+                   guard=guard, on_intent=on_intent, before_tags=before_tags)
 
 
 def check_publishable(config: Config, only: Sequence[str] | None, do_publish: bool) -> None:

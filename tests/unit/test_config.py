@@ -172,7 +172,7 @@ toml_values = st.recursive(
 )
 sections = st.sampled_from(
     ["project", "runners", "emulation", "build", "test", "model", "publish", "deploy", "smoke",
-     "notify", "mlflow", "root", "bogus"]
+     "notify", "mlflow", "sign", "root", "bogus"]
 )
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from ci.core import config as cfg
 from ci.core.errors import ConfigError, PlanUnavailable
-from ci.core.jobs import LABEL_PLATFORM, LABEL_REVISION, LABEL_RUN_ID, expand_base, spec_for
+from ci.core.jobs import LABEL_PLATFORM, LABEL_REVISION, expand_base, spec_for
 from ci.core.plan import Placement, PlatformJob
 from ci.core.platforms import parse
 from ci.core.results import SourceInfo
@@ -43,8 +43,7 @@ def config(tmp_path: Path) -> cfg.Config:
 
 
 def test_spec_expands_base_per_platform_and_makes_paths_absolute(tmp_path: Path) -> None:
-    spec = spec_for(config(tmp_path), job("linux/arm/v7"), SOURCE, "run-7", ".maci/runs/run-7",
-                    created="2026-01-02T03:04:05Z")
+    spec = spec_for(config(tmp_path), job("linux/arm/v7"), SOURCE, "run-7", ".maci/runs/run-7")
     assert spec.build_args == {"PIP_INDEX": "https://pypi.org/simple",
                                "BASE": "maci/python:bookworm-armv7"}
     assert spec.context == str((tmp_path / "app").resolve())
@@ -55,16 +54,18 @@ def test_spec_expands_base_per_platform_and_makes_paths_absolute(tmp_path: Path)
     assert spec.placement.kind == "emulated"
 
 
-def test_labels_carry_source_run_and_platform(tmp_path: Path) -> None:
-    spec = spec_for(config(tmp_path), job("linux/arm64"), SOURCE, "run-7", tmp_path / "out",
-                    created="2026-01-02T03:04:05Z")
+def test_labels_carry_source_and_platform_never_the_run(tmp_path: Path) -> None:
+    """Nothing per run in the image: two builds of one commit give the same digest."""
+    source = SOURCE.model_copy(update={"commit_time": 1767323045})
+    spec = spec_for(config(tmp_path), job("linux/arm64"), source, "run-7", tmp_path / "out")
+    assert spec_for(config(tmp_path), job("linux/arm64"), source, "run-8",
+                    tmp_path / "out").labels == spec.labels
     assert spec.labels == {
         "org.opencontainers.image.source": "https://git.example/team/wine",
         "org.opencontainers.image.revision": "0123456789abcdef0123",
         "org.opencontainers.image.created": "2026-01-02T03:04:05Z",
         "org.opencontainers.image.title": "wine",
         "org.opencontainers.image.version": "1.4.0",
-        LABEL_RUN_ID: "run-7",
         LABEL_PLATFORM: "linux/arm64",
     }
 

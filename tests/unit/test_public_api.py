@@ -13,10 +13,10 @@ PINNED = [
     "EngineError", "GateCheck", "GateFailed", "GitOpsError", "GitPort", "Interrupted",
     "JobSpec", "JournalError", "ModelStageResult", "ModelVerdict", "Permit", "PipelineError", "Plan",
     "PlanUnavailable", "PlatformResult", "Ports", "PromoteResult", "PublishResult",
-    "RegistryError", "RegistryPort", "Release", "ReleaseOutcome", "SmokeResult", "SourceInfo",
-    "StepFailed", "TestsFailed", "ToolError", "TrackingError", "TrackingPort", "UsageError",
-    "Verdict", "__version__", "decide", "finish", "image_only_pipeline", "load_config",
-    "main", "release_pipeline",
+    "RegistryError", "RegistryPort", "Release", "ReleaseOutcome", "SignatureError", "SmokeResult",
+    "SourceInfo", "StepFailed", "TestsFailed", "ToolError", "TrackingError", "TrackingPort",
+    "UsageError", "VerificationFailed", "Verdict", "__version__", "decide", "finish",
+    "image_only_pipeline", "load_config", "main", "release_pipeline",
 ]
 
 

@@ -105,12 +105,15 @@ def test_publish_refuses_anything_but_a_permit() -> None:
         forged.permit()
 
 
-def test_index_annotations() -> None:
-    ann = index_annotations([result("linux/amd64"), result("linux/arm64", run_id="r2")],
-                            "2026-01-01T00:00:00Z")
+def test_index_annotations_name_the_commit_never_the_run() -> None:
+    """The same release gives the same index: no run id, `created` is the commit's time."""
+    timed = result("linux/amd64").source.model_copy(update={"commit_time": 1767225600})
+    first = [result("linux/amd64").model_copy(update={"source": timed}),
+             result("linux/arm64", run_id="r2").model_copy(update={"source": timed})]
+    ann = index_annotations(first)
     assert ann == {
         "org.opencontainers.image.source": "https://git.example/app",
         "org.opencontainers.image.revision": "c0ffee",
         "org.opencontainers.image.created": "2026-01-01T00:00:00Z",
-        "dev.maci.run-id": "r1,r2",
     }
+    assert index_annotations([r.model_copy(update={"run_id": "other"}) for r in first]) == ann

@@ -6,24 +6,22 @@ are built, tested and pushed THERE. Steps: build the test target for the platfor
 file out (bind mounts do not reach remote daemons), build the release target, push it
 by digest.
 
-Push by digest: buildx's `docker` driver (the only one an Engine 20.10 host has without
-pulling moby/buildkit) refuses `push-by-digest=true`, so the release image is pushed under
-a unique temporary tag `maci-tmp-<run>-<platform>`, its digest is read from the registry,
-and the temporary tag is deleted through the registry API (`RegistryClient.remove_tag`).
-No release tag is ever touched here.
+Push by digest: on a daemon with the containerd image store the release image is built
+into an OCI layout, reproducibly, and pushed by digest with skopeo (`oci_route`). On the
+classic store (Engine 20.10) buildx's `docker` driver refuses `push-by-digest=true`, so
+the release image is pushed under a unique temporary tag `maci-tmp-<run>-<platform>`, its
+digest is read from the registry, and the temporary tag is deleted through the registry API
+(`RegistryClient.remove_tag`). No release tag is ever touched here.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import logging
 import os
 import secrets
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -32,6 +30,7 @@ import anyio
 
 from ci.adapters import proc, retry
 from ci.adapters.engines import docker_containers as owned
+from ci.adapters.engines import oci_attest, oci_route, push_auth
 from ci.adapters.registry import ImageRef, RegistryClient
 from ci.core import junit, platforms
 from ci.core.errors import CIError, EngineError, EngineUnreachable, RegistryError, StepFailed
@@ -124,6 +123,7 @@ class DockerEngine:
             env.pop("DOCKER_CONTEXT", None)
         env["BUILDX_NO_DEFAULT_ATTESTATIONS"] = "1"
         self.env = env
+        self.probe: oci_route.Probe | None = None  # set by ping()
 
     # ------------------------------------------------------------ docker calls
 
@@ -155,26 +155,32 @@ class DockerEngine:
         return res
 
     def ping(self) -> dict[str, str]:
-        """The daemon's version and platform; raises EngineUnreachable when it is down."""
-        res = self.docker(["version", "--format", "{{json .Server}}"], step="docker version",
+        """The daemon's version, platform and image store (one `docker info`: the push route
+        comes with the liveness check); raises EngineUnreachable when it is down."""
+        res = self.docker(["info", "--format", oci_route.INFO_FORMAT], step="docker info",
                           timeout=PING_TIMEOUT, check=False)
-        try:
-            server = json.loads(res.stdout or "null") or {}
-        except ValueError:
-            server = {}
-        if not res.ok or not server:
+        probe = oci_route.parse_info(res.stdout) if res.ok else None
+        if probe is None:
             raise EngineUnreachable(
                 f"runner {self.runner!r} ({self.host or 'default docker host'}) does not answer: "
                 f"{_tail(res.stderr or res.stdout, 1) or 'no server version'}"
             )
-        return {"version": str(server.get("Version", "")),
-                "platform": f"{server.get('Os', 'linux')}/{server.get('Arch', '')}"}
+        self.probe = probe
+        return {"version": probe.version, "platform": probe.platform, "route": probe.route}
+
+    @property
+    def by_digest(self) -> bool:
+        """The containerd-store route: reproducible build into an OCI layout, skopeo push."""
+        return self.probe is not None and self.probe.route == oci_route.ROUTE_DIGEST
 
     def build(self, spec: JobSpec, *, target: str | None, step: str, labels: bool,
-              iidfile: Path, tag: str, log_path: Path) -> str:
-        """`docker buildx build --load` for the spec's platform; returns the image id."""
+              iidfile: Path, tag: str, log_path: Path, output: Sequence[str] = ()) -> str:
+        """`docker buildx build --load` for the spec's platform; returns the image id.
+        `output` replaces `--load`/`--tag` (the OCI layout of the digest route)."""
+        meta = iidfile.with_suffix(".meta.json")
+        load = ["--load", "--tag", tag, "--metadata-file", str(meta)] if not output else list(output)
         args = ["buildx", "build", "--progress=plain", "--platform", spec.platform,
-                "--file", spec.dockerfile, "--load", "--iidfile", str(iidfile), "--tag", tag]
+                "--file", spec.dockerfile, *load, "--iidfile", str(iidfile)]
         if target:
             args += ["--target", target]
         for key, value in sorted(spec.build_args.items()):
@@ -198,6 +204,8 @@ class DockerEngine:
                 stderr_tail=_tail(exc.stderr),
             )) from None
         log_path.write_text(res.stdout + res.stderr)
+        if not output and self.probe is not None and self.probe.containerd_store:
+            return oci_route.built_digest(meta)  # the containerd store names images by manifest
         return iidfile.read_text().strip()
 
     @staticmethod
@@ -284,28 +292,9 @@ class DockerEngine:
                 exit_code=res.returncode, stdout_tail=_tail(res.stdout),
                 stderr_tail=_tail(res.stderr)))
 
-    @contextlib.contextmanager
-    def _push_auth(self, registry: str) -> Iterator[None]:
-        """Credentials for `docker push` in a private, temporary DOCKER_CONFIG (mode 0700),
-        never `docker login` into the user's config and never on a command line."""
-        creds = self.registry.credentials if self.registry else None
-        if creds is None:
-            yield
-            return
-        saved = self.env.get("DOCKER_CONFIG")
-        with tempfile.TemporaryDirectory(prefix="maci-docker-config-") as folder:
-            token = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
-            path = Path(folder) / "config.json"
-            path.touch(mode=0o600)
-            path.write_text(json.dumps({"auths": {registry: {"auth": token}}}))
-            self.env["DOCKER_CONFIG"] = folder
-            try:
-                yield
-            finally:
-                if saved is None:
-                    self.env.pop("DOCKER_CONFIG", None)
-                else:
-                    self.env["DOCKER_CONFIG"] = saved
+    def _push_auth(self, registry: str) -> contextlib.AbstractContextManager[None]:
+        return push_auth.docker_config(self.env, registry,
+                                       self.registry.credentials if self.registry else None)
 
     def push_by_digest(self, spec: JobSpec, image_id: str, out: Path) -> str:
         """Push under a unique temporary tag, read the digest, delete the temporary tag.
@@ -355,6 +344,7 @@ class DockerEngine:
         project = sanitize(spec.project).lower() or "app"
         tests: TestSummary | None = None
         digest: str | None = None
+        attestation: str | None = None
         failure: FailureDetail | None = None
         status: Literal["passed", "failed", "error"] = "passed"
         try:
@@ -383,11 +373,23 @@ class DockerEngine:
                 if self.before_release:
                     spec = await self.before_release(spec)
                 release_id = await step("build_release", partial(self._build_release, spec, out))
-            if spec.model_check:
-                await self._step_in_container(step, "model_check", spec, partial(
-                    self.check_model, spec, release_id, out))
-            if self.push:
-                digest = await step("push", partial(self.push_by_digest, spec, release_id, out))
+            if self.by_digest:  # pushed first (untagged), then checked on that very digest
+                digest = await step("push", partial(self.push_layout, spec, release_id, out)) \
+                    if self.push else None
+                if digest:
+                    attestation = await step("attest", partial(self.attest, spec, digest))
+                if spec.model_check:
+                    ref = f"{spec.image}@{digest}" if digest else await step(
+                        "load_release", partial(self._build_release, spec, out, load=True))
+                    with self._push_auth(ImageRef.parse(spec.image).registry):
+                        await self._step_in_container(step, "model_check", spec, partial(
+                            self.check_model, spec, ref, out))
+            else:
+                if spec.model_check:
+                    await self._step_in_container(step, "model_check", spec, partial(
+                        self.check_model, spec, release_id, out))
+                if self.push:
+                    digest = await step("push", partial(self.push_by_digest, spec, release_id, out))
         except _Failed as exc:
             status, failure, tests = "failed", exc.detail, exc.tests or tests
         except EngineUnreachable:
@@ -400,6 +402,7 @@ class DockerEngine:
             runner=spec.placement.runner or self.runner, engine=self.name,
             placement=spec.placement.kind, placement_reason=spec.placement.reason,
             status=status, digest=digest, tests=tests,
+            attestation=attestation if status == "passed" else None,
             durations=durations,
             emulated_seconds=round(sum(durations.get(s, 0.0) for s in EMULATED_STEPS), 3)
             if emulated else 0.0,
@@ -419,11 +422,54 @@ class DockerEngine:
                 await anyio.to_thread.run_sync(self.remove_container, name)
             raise
 
-    def _build_release(self, spec: JobSpec, out: Path) -> str:
-        slug = platforms.parse(spec.platform).slug
-        return self.build(spec, target=spec.build_target, step="build_release", labels=True,
-                          iidfile=out / "release.iid", tag=f"{spec.image}:maci-{slug}",
-                          log_path=out / "build-release.log")
+    def _build_release(self, spec: JobSpec, out: Path, *, load: bool = False) -> str:
+        """The release image: into the OCI layout on the digest route (returns the manifest
+        digest), else `--load`ed (returns the image id)."""
+        tag = f"{spec.image}:maci-{platforms.parse(spec.platform).slug}"
+        meta = out / "release.oci.json"
+        output = [] if load or not self.by_digest else oci_route.build_args(
+            self.layout(spec), tag, meta, spec.source.commit_time)
+        meta.unlink(missing_ok=True)
+        image_id = self.build(spec, target=spec.build_target, step="build_release", labels=True,
+                              iidfile=out / "release.iid", tag=tag,
+                              log_path=out / "build-release.log", output=output)
+        return oci_route.built_digest(meta) if output else image_id
+
+    def attest(self, spec: JobSpec, digest: str) -> str:
+        """Push the image's SBOM + provenance attestation manifest by digest."""
+        if self.registry is None:
+            raise EngineError("attestations need a registry client")
+        base = spec.build_args.get("BASE", "")
+        res = self.docker(["image", "inspect", "--format", "{{.Id}}", base], step="attest",
+                          check=False) if base else None
+        base_digest = res.stdout.strip() if res is not None and res.ok else ""
+        layout = self.layout(spec)
+        items = oci_attest.statements(spec, layout, digest, base_digest, layout.parent / "scans")
+        return oci_attest.push(self.registry, spec, items)
+
+    @staticmethod
+    def layout(spec: JobSpec) -> Path:
+        """The persistent OCI layout of this platform's release image (under the state dir)."""
+        return Path(spec.oci_layout or Path(spec.output_dir) / "oci")
+
+    def push_layout(self, spec: JobSpec, digest: str, out: Path) -> str:
+        """`skopeo copy` the layout's image to the registry BY DIGEST (no tag), retried on
+        transient failures like `docker push`; then prune blobs older builds left."""
+        if self.registry is None:
+            raise EngineError("push needs a registry client")
+        ref = ImageRef.parse(spec.image)
+        layout = self.layout(spec)
+        name = f"{spec.image}:maci-{platforms.parse(spec.platform).slug}"
+        with self._push_auth(ref.registry):
+            config = self.env.get("DOCKER_CONFIG")
+            cmd = oci_route.push_command(
+                layout, name, spec.image, digest, insecure=self.registry.base_url.startswith(
+                    "http:"), authfile=str(Path(config) / "config.json") if config else None)
+            push = partial(oci_route.run_push, cmd, self.env, PUSH_TIMEOUT)
+            retry.call(retry.logged(push, out / "push.log"), what=f"push {spec.platform}",
+                       policy=retry.Policy.from_env(self.env), give_up=EngineError)
+        oci_route.prune(layout)
+        return digest
 
 
 def engine_factory(

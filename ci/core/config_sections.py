@@ -1,0 +1,159 @@
+"""The release-side config sections (publish, deploy, sign, smoke, notify, mlflow).
+
+Split out of `ci.core.config` to keep each module small; `config` re-exports every name
+here, so `from ci.core.config import DeployConfig` keeps working. Pure, like `config`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from ci.core import paths
+from ci.core.errors import MISSING, ConfigProblem
+
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+def split_commas(value: Any) -> Any:
+    """`"a, b"` → `["a", "b"]`: list fields may be given as one string (env overrides)."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+StrList = Annotated[list[str], BeforeValidator(split_commas)]
+
+
+class Section(BaseModel):
+    """Every config table: unknown keys are errors, values are frozen and stripped."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class RegistryAuth(Section):
+    username: str | None = None
+    password_env: str | None = Field(default=None, description="env var holding the password")
+
+
+class PublishConfig(Section):
+    tags: StrList = Field(default_factory=lambda: ["sha-{sha}", "{branch}", "{semver}"])
+    latest_on: paths.OptionalBranch = Field(default="main", description="branch that also moves `latest`")
+    auth: RegistryAuth = Field(default_factory=RegistryAuth)
+    insecure: bool = False
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        allowed = {"sha", "short_sha", "branch", "semver", "major", "minor", "run_id"}
+        for tag in value:
+            for name in re.findall(r"{([^}]*)}", tag):
+                if name not in allowed:
+                    raise ValueError(f"tag template {tag!r} uses unknown field {{{name}}}")
+        return value
+
+
+class DeployConfig(Section):
+    remote: paths.Remote = Field(min_length=1)
+    branch: paths.Branch = "main"
+    manifests: Annotated[list[paths.DeployFile], BeforeValidator(split_commas)] = Field(
+        min_length=1)
+    keep_tag: bool = True
+    author: str = "multiarch-ci <ci@localhost>"
+    max_retries: int = Field(default=3, ge=0, le=20)
+    verify: bool | None = Field(default=None, description="check the index's signature before "
+                                "pinning it; default: on when [sign] is configured")
+
+
+class SignConfig(Section):
+    """`[sign]`: how publish signs the index (a cosign key pair, or keyless with the CI's
+    OIDC identity) and what a verifying deploy checks the signature against."""
+
+    key: paths.HostFile | None = Field(default=None, description="cosign private key file")
+    password_env: str = Field(default="COSIGN_PASSWORD", pattern=ENV_NAME,
+                              description="env var holding the key's password")
+    keyless: bool = Field(default=False, description="sign with the ambient OIDC identity")
+    public_key: paths.HostFile | None = Field(default=None, description="verify with this key")
+    identity: str | None = Field(default=None, min_length=1, description="keyless: the "
+                                 "certificate identity to verify (--certificate-identity)")
+    issuer: str | None = Field(default=None, min_length=1, description="keyless: the OIDC "
+                               "issuer to verify (--certificate-oidc-issuer)")
+
+    @property
+    def signs(self) -> bool:
+        """Whether publish signs here (a [sign] with only verification settings does not)."""
+        return self.key is not None or self.keyless
+
+    @property
+    def verifies(self) -> bool:
+        return self.public_key is not None or (self.identity is not None and self.issuer is not None)
+
+
+def verify_deploy(sign: SignConfig | None, deploy: DeployConfig | None) -> bool:
+    """Whether a deploy checks the signature: `deploy.verify`, by default on with [sign]."""
+    if deploy is None:
+        return False
+    return deploy.verify if deploy.verify is not None else sign is not None
+
+
+def sign_problems(sign: SignConfig | None, deploy: DeployConfig | None,
+                  source: str = "") -> list[ConfigProblem]:
+    """[sign] fields that contradict each other, and a verifying deploy with nothing to
+    verify against: caught at load time, not after the index was published."""
+    out: list[ConfigProblem] = []
+
+    def bad(path: str, value: object, reason: str) -> None:
+        out.append(ConfigProblem(path, value, reason, source))
+
+    if sign is not None:
+        if sign.key is not None and sign.keyless:
+            bad("sign.keyless", True, "set either sign.key (a key pair) or keyless = true, not both")
+        if (sign.identity is None) != (sign.issuer is None):
+            missing = "sign.issuer" if sign.issuer is None else "sign.identity"
+            bad(missing, MISSING, "sign.identity and sign.issuer go together (keyless verification)")
+        if sign.public_key is not None and sign.identity is not None:
+            bad("sign.identity", sign.identity,
+                "verify against sign.public_key or sign.identity + issuer, not both")
+        elif sign.keyless and sign.public_key is not None:
+            bad("sign.public_key", sign.public_key, "keyless signatures carry a certificate, "
+                "not a key: verify them with sign.identity and sign.issuer")
+        elif sign.key is not None and sign.identity is not None:
+            bad("sign.identity", sign.identity, "a key-pair signature has no certificate "
+                "identity: verify it with sign.public_key")
+    if verify_deploy(sign, deploy) and not (sign is not None and sign.verifies):
+        bad("deploy.verify", True, "nothing to verify the index against: set sign.public_key "
+            "(key pair) or sign.identity and sign.issuer (keyless), or deploy.verify = false")
+    return out
+
+
+class SmokeConfig(Section):
+    requests: int = Field(default=50, ge=1, le=100_000)
+    concurrency: int = Field(default=4, ge=1, le=256)
+    port: int = Field(default=8080, ge=1, le=65535)
+    health_path: paths.UrlPath = "/health"
+    predict_path: paths.UrlPath = "/predict"
+    payload: dict[str, Any] = Field(default_factory=dict)
+    p95_ms: float = Field(default=250, gt=0)
+    p95_ms_emulated: float = Field(default=2500, gt=0)
+    max_error_rate: float = Field(default=0.0, ge=0, le=1)
+    startup_timeout_seconds: float = Field(default=60, gt=0)
+
+
+class NotifyConfig(Section):
+    webhooks: StrList = Field(default_factory=list)
+    timeout_seconds: float = Field(default=5, gt=0)
+
+    @field_validator("webhooks")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not re.match(r"^https?://[^\s/]+", url):
+                raise ValueError(f"{url!r} is not an http(s) URL")
+        return value
+
+
+class MlflowConfig(Section):
+    tracking_uri: str | None = None
+    token_env: str | None = Field(default=None, description="env var holding a bearer token")
