@@ -361,6 +361,17 @@ done
 phase_end "built: ${need_build[*]:-none}"
 
 # ---------------------------------------------------------------------------------------------
+# Supply chain: Docker 26 with the containerd image store (push by digest, reproducible
+# digests, attestations) side by side with the system daemon, and cosign. Both from Debian 13
+# packages through a private apt configuration; the system's apt and dockerd are untouched.
+# ---------------------------------------------------------------------------------------------
+phase_start "docker26 + cosign"
+SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+bash "$SCRIPTS/install-docker26.sh" start || die "Docker 26 (containerd image store) did not start"
+bash "$SCRIPTS/install-cosign.sh" --link || die "cosign install failed"
+phase_end "$(bash "$SCRIPTS/install-docker26.sh" status 2>&1 | head -n1); $(cosign version 2>/dev/null | sed -n 's/^GitVersion: *//p')"
+
+# ---------------------------------------------------------------------------------------------
 # Summary
 # ---------------------------------------------------------------------------------------------
 total=$(awk -v a="$T_START" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')

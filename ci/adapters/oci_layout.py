@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from ci.core import platforms
 from ci.core.attest import Package
@@ -158,21 +158,18 @@ class _Hashing(io.RawIOBase):
 
 
 @contextlib.contextmanager
-def _tar_stream(raw: io.RawIOBase, where: str) -> Iterator[io.BufferedIOBase]:
+def _tar_stream(raw: io.RawIOBase, where: str) -> Iterator[IO[bytes]]:
     """The uncompressed tar stream of a layer: plain, gzip or zstd (sniffed, not trusted)."""
     buffered = io.BufferedReader(raw, buffer_size=1 << 20)
     magic = buffered.peek(4)[:4]
     if magic.startswith(GZIP_MAGIC):
         with gzip.GzipFile(fileobj=buffered) as gz:
-            yield gz
+            yield cast(IO[bytes], gz)
     elif magic == ZSTD_MAGIC:
-        try:
-            import zstandard  # optional: only when an image has zstd layers
-        except ImportError:
-            raise AttestationError(f"{where}: zstd layer, and the zstandard module is not "
-                                   "installed (pip install zstandard)") from None
+        import zstandard  # a declared dependency, imported only for zstd layers
+
         with zstandard.ZstdDecompressor().stream_reader(buffered) as zs:
-            yield zs
+            yield cast(IO[bytes], zs)
     else:
         yield buffered
 

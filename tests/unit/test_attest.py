@@ -263,12 +263,17 @@ def test_broken_inputs_are_attestation_errors(tmp_path: Path) -> None:
         packages(layout, digest)
     with pytest.raises(AttestationError, match="not an OCI layout"):
         OciLayout(tmp_path / "nothing").find("linux/amd64")
-    zstd_layout, zdigest = make_layout(tmp_path / "z", [b"\x28\xb5\x2f\xfd" + b"\0" * 16])
-    try:
-        import zstandard  # noqa: F401
-    except ImportError:
-        with pytest.raises(AttestationError, match="zstandard"):
-            packages(zstd_layout, zdigest)
+    import gzip
+
+    import zstandard
+
+    plain = gzip.decompress(LOWER) if LOWER[:2] == b"\x1f\x8b" else LOWER
+    zstd_layout, zdigest = make_layout(tmp_path / "z", [zstandard.ZstdCompressor().compress(plain)])
+    gz_layout, gdigest = make_layout(tmp_path / "g", [LOWER])
+    assert packages(zstd_layout, zdigest) == packages(gz_layout, gdigest) != []  # zstd layers read
+    broken, bdigest = make_layout(tmp_path / "zb", [b"\x28\xb5\x2f\xfd" + b"\0" * 16])
+    with pytest.raises(AttestationError):
+        packages(broken, bdigest)
 
 
 # --------------------------------------------------------- attach, read back
