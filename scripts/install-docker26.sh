@@ -163,6 +163,7 @@ write_config() {
   "init-path": "$BIN/docker-init",
   "userland-proxy-path": "$BIN/docker-proxy",
   "cgroup-parent": "/maci-docker26",
+  "insecure-registries": ["127.0.0.0/8"],
   "log-level": "info"
 }
 EOF

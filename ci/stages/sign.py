@@ -138,9 +138,36 @@ def verify_index(config: Config, ref: str, expected_source_sha: str,
     check = verifier(config)
     try:
         with _registry_env(config, env) as extra:
-            return cosign.verify(f"{repo}@{digest}", check, environ=env, insecure=config.publish.insecure,
-                                 expect={SOURCE_SHA: expected_source_sha}, extra_env=extra)
+            signed = cosign.verify(f"{repo}@{digest}", check, environ=env,
+                                   insecure=config.publish.insecure,
+                                   expect={SOURCE_SHA: expected_source_sha}, extra_env=extra)
+        check_provenance(config, repo, digest, expected_source_sha, env)
+        return signed
     except VerificationFailed as exc:
         exc.message = f"refusing to deploy: {exc.message}"
         exc.args = (exc.message,)
         raise
+
+
+def check_provenance(config: Config, repo: str, digest: str, expected_source_sha: str,
+                     env: Mapping[str, str]) -> None:
+    """Every platform's SLSA provenance under the signed index names the commit being
+    deployed (an index re-assembled around another build is refused). An index without
+    attestations (built on a classic-store daemon) passes on its signature alone."""
+    from ci.adapters.registry import RegistryClient
+    from ci.core.attest import SLSA_V02
+    from ci.stages.attestations import read_attestations
+
+    client = RegistryClient.for_image(repo, config.publish, env)
+    try:
+        found = read_attestations(client, ImageRef.parse(repo).repository, digest)
+    finally:
+        client.close()
+    for platform, statements in sorted(found.items()):
+        slsa = statements.get(SLSA_V02)
+        got = ((slsa or {}).get("predicate", {}).get("invocation", {}).get("configSource", {})
+               .get("digest", {}).get("sha1", "")) if slsa else ""
+        if slsa is not None and got != expected_source_sha:
+            raise VerificationFailed(
+                f"{repo}@{digest}: the {platform} provenance names source {got or 'nothing'}, "
+                f"not {expected_source_sha}", reason="provenance mismatch")
