@@ -20,11 +20,13 @@ from ci.adapters import cosign
 from ci.adapters.registry import RegistryClient
 from ci.cli import main
 from ci.commands.deploy import run_deploy
+from ci.core import attest
 from ci.core.config import Config, PublishConfig, loads
 from ci.core.errors import ConfigError, SignatureError, ToolMissing, VerificationFailed
 from ci.core.outcome import DeployResult
 from ci.core.results import PlatformResult, SourceInfo
 from ci.stages import sign
+from ci.stages.attestations import attach
 from ci.stages.deploy import deploy, init_remote
 from ci.stages.publish import build_index, publish_release
 from tests.fixtures.procs import require
@@ -358,3 +360,40 @@ def test_registry_credentials_reach_cosign_through_a_private_docker_config(
     with pytest.raises(VerificationFailed):  # no credentials: the proxy answers 401
         sign.verify_index(config.model_copy(update={"publish": PublishConfig()}),
                           f"{image}@{digest}", sha, clean_env())
+
+
+def push_attested_index(registry: Registry, repo: str, commit: str) -> str:
+    """A two-platform index whose SLSA provenance (attached like a platform job does) names
+    `commit` as its source."""
+    digests = {p: push_tiny_image(registry.url, repo, p) for p in PLATFORMS}
+    client = RegistryClient(registry.host)
+    try:
+        statements = {p: [attest.statement(attest.SLSA_V02, attest.slsa_provenance(
+            builder_id="test", repo_url="https://git.example/app", commit=commit,
+            dockerfile="Dockerfile", platform=p), f"pkg:docker/{repo}@1", d)]
+            for p, d in digests.items()}
+        extra = attach(client, repo, digests, statements)
+        body = build_index(client, repo, digests, {}, extra)
+        return client.put_manifest(repo, "sha256:" + hashlib.sha256(body).hexdigest(), body,
+                                   "application/vnd.oci.image.index.v1+json")
+    finally:
+        client.close()
+
+
+def test_a_signed_index_whose_provenance_names_another_commit_is_refused(
+    project: Project, registry: Registry,
+) -> None:
+    """The signature says c2, the provenance of the images says c1: an index re-assembled
+    around another build and signed anyway is refused (and a matching one passes)."""
+    c1, c2 = project.source.sha["c1"], project.source.sha["c2"]
+    other = push_attested_index(registry, project.repo, c1)
+    sign_it(project.config, project.image, other, c2)
+    with pytest.raises(VerificationFailed) as info:
+        sign.verify_index(project.config, f"{project.image}@{other}", c2, clean_env())
+    assert info.value.reason == "provenance mismatch"
+    assert c1 in info.value.message and c2 in info.value.message
+    assert info.value.message.startswith("refusing to deploy: ")
+    good = push_attested_index(registry, project.repo, c2)
+    sign_it(project.config, project.image, good, c2)
+    assert sign.verify_index(project.config, f"{project.image}@{good}", c2,
+                             clean_env())[sign.SOURCE_SHA] == c2
