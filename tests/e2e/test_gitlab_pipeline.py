@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.mlflow_server import MlflowServer
-from tests.fixtures.procs import require
+from tests.fixtures.procs import require, require_tool
 from tests.fixtures.registry import INDEX_TYPES, Registry
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -46,6 +46,7 @@ WINE = ROOT / "examples" / "wine"
 EXAMPLE_IMAGE = "127.0.0.1:5000/examples/wine"
 # CI variables of the machine running the suite must not leak into the pipeline's jobs.
 CI_VARS = ("GITHUB_ACTIONS", "GITLAB_CI", "CI_COMMIT_SHA", "CI_PIPELINE_ID", "MACI_RUN_ID")
+COSIGN_PASSWORD = "gitlab-" + secrets.token_hex(8)  # a masked CI variable: never in a job log
 
 
 def gitlab_ci_local() -> str:
@@ -76,6 +77,7 @@ class Consumer:
     registry: Registry
     env: dict[str, str]
     model: str
+    keys: Path  # cosign.key / cosign.pub: the template signs by default (input sign: key)
 
     def git(self, *args: str) -> str:
         return subprocess.run(["git", "-C", str(self.root), *args], capture_output=True,
@@ -86,7 +88,9 @@ class Consumer:
                 "--force-shell-executor",
                 "--shell-isolation", "--no-color", "--concurrency", "2",
                 "--variable", "DOCKER_TLS_VERIFY=", "--variable", "DOCKER_CERT_PATH="]
-        for v in variables:
+        for v in (f"COSIGN_PRIVATE_KEY={self.keys / 'cosign.key'}",
+                  f"COSIGN_PUBLIC_KEY={self.keys / 'cosign.pub'}",
+                  f"COSIGN_PASSWORD={COSIGN_PASSWORD}", *variables):
             argv += ["--variable", v]
         started = time.monotonic()
         res = subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=1500,
@@ -153,7 +157,13 @@ def consumer(docker_stack: None, registry: Registry, mlflow_server: MlflowServer
     (root / ".gitignore").write_text(".maci/\n.gitlab-ci-local/\n")
     env = {k: v for k, v in os.environ.items() if k not in CI_VARS}
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
-    c = Consumer(root, image, repo, deploy, mlflow_server, registry, env, f"wine-gitlab-{token}")
+    keys = base / "keys"
+    keys.mkdir()
+    subprocess.run([require_tool("cosign"), "generate-key-pair", "--output-key-prefix",
+                    str(keys / "cosign")], env={**env, "COSIGN_PASSWORD": COSIGN_PASSWORD},
+                   check=True, capture_output=True, timeout=60)
+    c = Consumer(root, image, repo, deploy, mlflow_server, registry, env, f"wine-gitlab-{token}",
+                 keys)
     c.git("init", "-q", "-b", "main")
     c.git("add", "-A")
     c.git("-c", "user.name=dev", "-c", "user.email=dev@example.com", "commit", "-q", "-m", "service")
@@ -171,8 +181,9 @@ class World:
 
 def tag_digests(registry: Registry, repo: str) -> dict[str, str]:
     out = {}
-    for tag in registry.tags(repo):
-        status, body = registry.get(f"/v2/{repo}/manifests/{tag}", ", ".join(INDEX_TYPES))
+    for tag in registry.tags(repo):  # release tags (indexes) and cosign's sha256-….sig
+        status, body = registry.get(f"/v2/{repo}/manifests/{tag}", ", ".join(
+            [*INDEX_TYPES, "application/vnd.oci.image.manifest.v1+json"]))
         assert status == 200, body
         out[tag] = "sha256:" + hashlib.sha256(body).hexdigest()
     return out
@@ -215,6 +226,23 @@ BUILDS = {"linux/amd64": "maci-buildOiBblinuxLwamd64LAamd64XQ",
           "linux/arm64": "maci-buildOiBblinuxLwarm64LAarm64XQ"}
 
 
+def test_the_index_is_signed_before_its_tags_and_verified_before_the_deploy(
+        consumer: Consumer, released: Pipeline) -> None:
+    """Signing is on by default: the published index verifies with the project's public key,
+    its signature names the released commit, and the password never shows in a job log."""
+    digest = _json(consumer.root / ".gitlab-ci-local" / "artifacts" / "maci-publish" /
+                   "merge.json")["publish"]["digest"]
+    res = subprocess.run([require_tool("cosign"), "verify", "--key", str(consumer.keys / "cosign.pub"),
+                          "--insecure-ignore-tlog=true", "--allow-http-registry",
+                          f"{consumer.image}@{digest}"], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    notes = json.loads(res.stdout)[0]["optional"]
+    assert notes["dev.maci.source.sha"] == consumer.git("rev-parse", "HEAD")
+    assert COSIGN_PASSWORD not in released.output
+    assert f"sha256-{digest[7:]}.sig" in consumer.registry.tags(consumer.repo)
+
+
 def test_each_job_hands_on_its_artifacts(consumer: Consumer, released: Pipeline) -> None:
     art = consumer.root / ".gitlab-ci-local" / "artifacts"
     plan = _json(art / "maci-plan" / "plan.json")
@@ -248,6 +276,7 @@ def test_the_release_is_visible_where_users_look(consumer: Consumer, released: P
     tags = tag_digests(consumer.registry, consumer.repo)
     sha = consumer.git("rev-parse", "HEAD")
     assert tags[f"sha-{sha[:7]}"] == digest and tags["main"] == digest, tags
+    assert set(tags) == {f"sha-{sha[:7]}", "main", "latest", f"sha256-{digest[7:]}.sig"}, tags
     status, body = consumer.registry.get(f"/v2/{consumer.repo}/manifests/{digest}",
                                          ", ".join(INDEX_TYPES))
     assert status == 200

@@ -34,6 +34,7 @@ from tests.fixtures.workflows import (
     load,
     parse,
     run,
+    script,
     step_with_id,
     steps_running,
     tool,
@@ -277,16 +278,16 @@ def test_gitlab_inline_scripts_read_the_real_outputs(tmp_path: Path) -> None:
     header, _, body = gitlab_documents(GITLAB_TEMPLATE)
     assert header is not None
     cfg = parse(interpolate(body, header))
-    train = "\n".join(cfg["maci-train"]["script"])
+    train = script(cfg, "maci-train")
     writer = re.search(r"<<'EOF'[^\n]*\n(.*?)\nEOF", train, re.S)
     assert writer is not None
     res = run([sys.executable, "-c", writer.group(1)], cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "maci-train.env").read_text() == "MODEL_VERSION=7\n"
     assert (tmp_path / "metrics.txt").read_text() == "accuracy 0.93\nf1_score 0.9\n"
-    [publish] = [c for c in one_liners("\n".join(cfg["maci-publish"]["script"])) if "INDEX_DIGEST" in c]
+    [publish] = [c for c in one_liners(script(cfg, "maci-publish")) if "INDEX_DIGEST" in c]
     assert run([sys.executable, "-c", publish], cwd=tmp_path).stdout == f"INDEX_DIGEST={DIGEST}\n"
-    junit = re.search(r"<<'EOF'[^\n]*\n(.*?)\nEOF", "\n".join(cfg["maci-build"]["script"]), re.S)
+    junit = re.search(r"<<'EOF'[^\n]*\n(.*?)\nEOF", script(cfg, "maci-build"), re.S)
     assert junit is not None
     res = run([sys.executable, "-c", junit.group(1), "linux-arm64"], cwd=tmp_path)
     assert res.returncode == 0, res.stderr

@@ -35,6 +35,7 @@ from tests.fixtures.workflows import (
     steps_running,
     steps_using,
 )
+from tests.fixtures.workflows import script as script_of
 
 # The leg's `ci job` passes the gated version whenever there is one (empty = the config has no model).
 MODEL_FLAG = '${MODEL_VERSION:+--model-version "$MODEL_VERSION"}'
@@ -271,11 +272,11 @@ def test_gitlab_release_publishes_only_after_every_leg_and_the_gate() -> None:
     assert publish["artifacts"]["reports"] == {"dotenv": "maci-publish.env"}
     deploy = resolve_extends(cfg, "maci-deploy")
     assert deploy["resource_group"] == deploy["environment"]["name"] == "production"
-    assert '--index "$INDEX_DIGEST"' in "\n".join(deploy["script"])
+    assert '--index "$INDEX_DIGEST"' in script_of(cfg, "maci-deploy")
     promote = resolve_extends(cfg, "maci-promote")
     assert stages.index(promote["stage"]) > stages.index(deploy["stage"])
     assert "ci promote" in "\n".join(promote["script"])
-    merge = "\n".join(publish["script"])
+    merge = script_of(cfg, "maci-publish")
     assert "--model-result gate.json" in merge and "${gated:+" in merge
 
 
