@@ -477,6 +477,9 @@ def test_the_plan_resolves_this_workflows_own_commit_from_the_oidc_token(
     assert package == f"git+https://github.com/acme/multiarch-ci@{SHA}"
     assert token_service.requests == [
         ("/_apis/token?api-version=2.0&audience=multiarch-ci", "bearer request-token")]
+    # the same claim is the identity deploy verifies the keyless signature against
+    outputs = dict(line.split("=", 1) for line in (tmp_path / "out").read_text().splitlines())
+    assert outputs["workflow-ref"].startswith("acme/multiarch-ci/.github/workflows/"), outputs
     # GitHub Enterprise Server: the same claims, the job's own server.
     res, package = resolve_package(tmp_path, ACTIONS_ID_TOKEN_REQUEST_URL=token_service.url,
                                    ACTIONS_ID_TOKEN_REQUEST_TOKEN="t", GITHUB_SERVER_URL="https://ghe.example")

@@ -474,6 +474,27 @@ def test_the_hardening_check_catches_a_regression(
     assert any(expected in p for p in problems), problems
 
 
+def test_keyless_signing_is_on_by_default_and_deploy_verifies_the_workflow_identity() -> None:
+    wf = load(RELEASE)
+    assert wf["on"]["workflow_call"]["inputs"]["sign"]["default"] == "keyless"
+    jobs = wf["jobs"]
+    assert jobs["plan"]["outputs"]["workflow-ref"] == "${{ steps.package.outputs.workflow-ref }}"
+    [merge] = steps_running(jobs["publish"], "ci merge")
+    assert 'export MACI_SIGN__KEYLESS=true' in merge["run"]
+    assert merge["env"]["MACI_SIGN_MODE"] == "${{ inputs.sign }}"
+    [deploy] = steps_running(jobs["deploy"], "ci deploy")
+    assert deploy["env"]["WORKFLOW_REF"] == "${{ needs.plan.outputs.workflow-ref }}"
+    assert 'MACI_SIGN__IDENTITY="https://github.com/$WORKFLOW_REF"' in deploy["run"]
+    assert "token.actions.githubusercontent.com" in deploy["run"]
+    for job in ("publish", "deploy"):
+        [install] = steps_running(jobs[job], "go install github.com/sigstore/cosign")
+        assert install["if"] == "inputs.sign == 'keyless'"
+        order = [s.get("name") for s in jobs[job]["steps"]]
+        user = "Merge the legs into one index and move the release tags" if job == "publish" \
+            else "Deploy (commit the index digest to the deploy branch)"
+        assert order.index(install["name"]) < order.index(user)
+
+
 def test_every_release_job_installs_the_package_the_plan_resolved() -> None:
     wf = load(RELEASE)
     jobs = wf["jobs"]
@@ -489,7 +510,9 @@ def test_every_release_job_installs_the_package_the_plan_resolved() -> None:
     for name, job in jobs.items():
         if name == "plan":
             continue
-        assert "id-token" not in job["permissions"], f"{name} may mint OIDC tokens"
+        # only publish mints a token: the keyless signature's certificate (input sign)
+        assert ("id-token" in job["permissions"]) == (name == "publish"), \
+            f"{name} may mint OIDC tokens"
         assert "plan" in job["needs"], name
         [install] = steps_running(job, "pip install")
         assert install["env"]["MACI_PACKAGE"] == "${{ needs.plan.outputs.package }}", name
