@@ -266,6 +266,12 @@ class RegistryClient:
     def get_blob(self, repo: str, digest: str) -> bytes:
         return self.request("GET", f"/v2/{repo}/blobs/{digest}", what=f"read blob {digest}").content
 
+    def has_blob(self, repo: str, digest: str) -> bool:
+        """Whether `repo` already holds the blob (a push skips it: content-addressed)."""
+        head = self.request("HEAD", f"/v2/{repo}/blobs/{digest}", ok=(200, 404),
+                            what=f"check blob {repo}@{digest}")
+        return head.status_code == 200
+
     def put_blob(self, repo: str, data: bytes) -> str:
         """Upload a small blob in one request (POST a session, PUT ?digest=); returns its
         digest. Skipped when the registry already has it: blobs are content-addressed."""

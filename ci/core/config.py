@@ -115,6 +115,10 @@ class BuildConfig(_Model):
     )
     build_args: dict[str, str] = Field(default_factory=dict)
     ca_bundle: paths.HostFile | None = Field(default=None, description="extra CA bundle, a BuildKit secret")
+    # containerd image store route: file times rewritten to the commit's, so two clean builds
+    # of one commit give one digest. Costs a re-read of every layer per build (measured ~20 s
+    # for a 200 MB layer, ~0.2 s for a small app): false keeps SOURCE_DATE_EPOCH only.
+    reproducible: bool = True
 
     @field_validator("base_image")
     @classmethod

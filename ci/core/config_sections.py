@@ -7,7 +7,7 @@ here, so `from ci.core.config import DeployConfig` keeps working. Pure, like `co
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
@@ -43,6 +43,11 @@ class PublishConfig(Section):
     latest_on: paths.OptionalBranch = Field(default="main", description="branch that also moves `latest`")
     auth: RegistryAuth = Field(default_factory=RegistryAuth)
     insecure: bool = False
+    # Layer compression of the release image (containerd image store route only: Docker 20.10's
+    # `docker push` always gzips at its own level). None = BuildKit's default, existing layers
+    # kept as they are; set = every layer (re)compressed so, once per layer (BuildKit caches it).
+    compression: Literal["gzip", "zstd", "uncompressed"] | None = None
+    compression_level: int | None = Field(default=None, ge=0, le=22)
 
     @field_validator("tags")
     @classmethod

@@ -104,6 +104,9 @@ def spec_for(
         ca_bundle=ca,
         output_dir=str(out),
         oci_layout=str(config.state_path / "oci" / platform.slug),
+        compression=config.publish.compression,
+        reproducible=config.build.reproducible,
+        compression_level=config.publish.compression_level,
         run_id=run_id,
         source=source,
     )

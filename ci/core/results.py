@@ -55,6 +55,9 @@ class JobSpec(Frozen):
     ca_bundle: str | None = None
     output_dir: str
     oci_layout: str = ""  # the release image's OCI layout (digest route), under the state dir
+    compression: str | None = None  # [publish] compression / compression_level (digest route)
+    reproducible: bool = True  # [build] reproducible: rewrite file times (digest route)
+    compression_level: int | None = None
     run_id: str
     source: SourceInfo = Field(default_factory=SourceInfo)
 
@@ -129,6 +132,7 @@ class PlatformResult(Frozen):
     status: Literal["passed", "failed", "error"]
     digest: str | None = None
     attestation: str | None = None  # its SBOM + provenance manifest (digest route), by digest
+    pushed_bytes: int | None = None  # blob bytes the push uploaded (those the registry lacked)
     tests: TestSummary | None = None
     durations: dict[str, float] = Field(default_factory=dict)
     emulated_seconds: float = 0.0

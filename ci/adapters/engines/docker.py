@@ -124,6 +124,7 @@ class DockerEngine:
         env["BUILDX_NO_DEFAULT_ATTESTATIONS"] = "1"
         self.env = env
         self.probe: oci_route.Probe | None = None  # set by ping()
+        self.pushed_bytes: int | None = None  # set by the digest route's push
 
     # ------------------------------------------------------------ docker calls
 
@@ -403,6 +404,7 @@ class DockerEngine:
             placement=spec.placement.kind, placement_reason=spec.placement.reason,
             status=status, digest=digest, tests=tests,
             attestation=attestation if status == "passed" else None,
+            pushed_bytes=self.pushed_bytes,
             durations=durations,
             emulated_seconds=round(sum(durations.get(s, 0.0) for s in EMULATED_STEPS), 3)
             if emulated else 0.0,
@@ -428,7 +430,8 @@ class DockerEngine:
         tag = f"{spec.image}:maci-{platforms.parse(spec.platform).slug}"
         meta = out / "release.oci.json"
         output = [] if load or not self.by_digest else oci_route.build_args(
-            self.layout(spec), tag, meta, spec.source.commit_time)
+            self.layout(spec), tag, meta, spec.source.commit_time, spec.compression,
+            spec.compression_level, rewrite=spec.reproducible)
         meta.unlink(missing_ok=True)
         image_id = self.build(spec, target=spec.build_target, step="build_release", labels=True,
                               iidfile=out / "release.iid", tag=tag,
@@ -460,6 +463,11 @@ class DockerEngine:
         ref = ImageRef.parse(spec.image)
         layout = self.layout(spec)
         name = f"{spec.image}:maci-{platforms.parse(spec.platform).slug}"
+        missing = {d: n for d, n in oci_route.blobs_of(layout, digest).items()
+                   if not self.registry.has_blob(ref.repository, d)}
+        self.pushed_bytes = sum(missing.values())
+        log.info("push %s: %d of its blobs (%.1f MB) are new to %s", spec.platform, len(missing),
+                 self.pushed_bytes / 1e6, ref.registry)
         with self._push_auth(ref.registry):
             config = self.env.get("DOCKER_CONFIG")
             cmd = oci_route.push_command(

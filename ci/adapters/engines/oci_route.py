@@ -78,11 +78,19 @@ def skopeo() -> str | None:
     return shutil.which("skopeo")
 
 
-def build_args(layout: Path, name: str, metadata: Path, epoch: int | None) -> list[str]:
-    """buildx arguments that write the release image into `layout`, timestamps rewritten."""
+def build_args(layout: Path, name: str, metadata: Path, epoch: int | None,
+               compression: str | None = None, level: int | None = None,
+               rewrite: bool = True) -> list[str]:
+    """buildx arguments that write the release image into `layout`, file times rewritten to
+    `epoch` (unless not `rewrite`), layers in `compression` (every layer, forced) if set."""
     out = f"type=oci,tar=false,dest={layout},name={name}"
-    args = ["--output", f"{out},rewrite-timestamp=true" if epoch is not None else out,
-            "--metadata-file", str(metadata)]
+    if epoch is not None and rewrite:
+        out += ",rewrite-timestamp=true"
+    if compression or level is not None:
+        out += f",compression={compression or 'gzip'},force-compression=true"
+        if level is not None:
+            out += f",compression-level={level}"
+    args = ["--output", out, "--metadata-file", str(metadata)]
     if epoch is not None:
         args += ["--build-arg", f"SOURCE_DATE_EPOCH={epoch}"]
     return args
@@ -107,6 +115,17 @@ def push_command(layout: Path, name: str, target: str, digest: str, *, insecure:
     if authfile:
         cmd += ["--dest-authfile", authfile]
     return [*cmd, f"oci:{layout}:{name}", f"docker://{target}@{digest}"]
+
+
+def blobs_of(layout: Path, digest: str) -> dict[str, int]:
+    """{digest: size} of the image's config and layers, from its manifest in the layout."""
+    try:
+        manifest = json.loads((layout / "blobs" / "sha256" / digest.removeprefix("sha256:"))
+                              .read_bytes())
+    except (OSError, ValueError) as exc:
+        raise EngineError(f"the OCI layout {layout} lacks the manifest {digest}: {exc}") from None
+    found = [manifest.get("config") or {}, *(manifest.get("layers") or [])]
+    return {str(d["digest"]): int(d.get("size", 0)) for d in found if d.get("digest")}
 
 
 def prune(layout: Path) -> int:
