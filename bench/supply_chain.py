@@ -678,7 +678,7 @@ def render(data: dict[str, Any]) -> str:
           f"attestation entry), key pair, no transparency log; key pair generation "
           f"{att['keygen_seconds']:.2f} s (once). Statements JSON: " + ", ".join(
               f"{k} {v['json_bytes'] / 1024:.1f} KiB" for k, v in att["statements"].items()) + ".", ""]
-    L += ["### What the numbers show", ""] + findings(data) + [""]
+    L += ["### What the numbers show", "", *findings(data), ""]
     return "\n".join(L)
 
 
@@ -804,7 +804,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     started = time.time()
     data: dict[str, Any] = {"n": args.n, "machine": machine(),
-                            "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                            "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                             "loadavg_start": loadavg()}
     with tempfile.TemporaryDirectory(prefix="maci-bench-sc-") as folder:
         tmp = Path(folder)
