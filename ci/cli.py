@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ci.core import critical_path, errors
+from ci.core import errors
 from ci.core.redact import redact
 
 if TYPE_CHECKING:
@@ -191,22 +191,13 @@ def build(
             try:
                 published = publish_jobs(loaded, prepared, results)
             except errors.CIError as exc:
-                _report_refusal(results, exc, as_json)
+                report.print_refusal(results, exc.message, _console(), as_json=as_json)
                 raise
     if as_json:
         _echo_json(report.to_json(results, published))
     else:
         report.print_results(results, _console(), published)
     return errors.EXIT_OK if all(r.status == "passed" for r in results) else errors.EXIT_FAILED
-
-
-def _report_refusal(results: list[Any], exc: errors.CIError, as_json: bool) -> None:
-    from ci.reports import results as report
-
-    if as_json:
-        _echo_json(report.to_json(results, None, exc.message))
-    elif results:
-        report.print_results(results, _console())
 
 
 @app.command()
@@ -265,7 +256,8 @@ def merge(
                 model_result=model_result,
             )
     except errors.CIError as exc:
-        _report_refusal(loadable_results(files), exc, as_json)
+        report.print_refusal(loadable_results(files), exc.message, _console(),
+                             as_json=as_json)
         raise
     if as_json:
         _echo_json(report.to_json(results, published))
@@ -292,7 +284,7 @@ def run(
 ) -> int:
     """Run the whole release: plan, train + gate, platform jobs, smoke, verdict, publish,
     deploy, promote, notify. Nothing moves unless every gate passed."""
-    from ci.commands.run import run_pipeline
+    from ci.commands.run import run_pipeline, show_run
 
     chosen = _OVERRIDE.get() or pipeline
     loaded = _load(config)
@@ -301,27 +293,7 @@ def run(
             loaded, chosen, engine=_engine(engine), only=_platforms(platform),
             dry_run=dry_run, force=force,
         )
-    spans = list(getattr(result.progress, "spans", ()))  # what the console Progress recorded
-    if as_json:
-        path = critical_path.critical_path(spans)
-        _echo_json({**result.outcome(), "critical_path": path.to_json() if path else None})
-    elif result.up_to_date is not None:
-        rec = result.up_to_date
-        sys.stdout.write(
-            f"UP TO DATE {rec.image}@{rec.index_digest}\n"
-            f"  released by run {rec.run_id}: tags {', '.join(rec.tags)}; "
-            f"deploy {rec.deploy_commit or '-'}; model version {rec.model_version or '-'}\n"
-            "  nothing changed since (source, config, model inputs); --force reruns every stage\n")
-    elif result.verdict is not None:
-        from ci.reports.summary import print_summary
-
-        o = result.outcome_value
-        print_summary(_console(), result.verdict, o, spans)
-        if dry_run and o.published is not None:
-            sys.stdout.write(f"DRY RUN: nothing was published, deployed or promoted; the index "
-                             f"would be {o.published.digest}\n")
-        if o.deployed is not None and o.deployed.dry_run:
-            sys.stdout.write(redact(o.deployed.diff))
+    show_run(result, _console(), as_json=as_json, dry_run=dry_run)
     if error is not None:
         raise error
     return code
@@ -338,20 +310,12 @@ def deploy(
     as_json: JsonOpt = False,
 ) -> int:
     """Pin the deploy manifests to the index digest (and model version), commit, push."""
-    from ci.commands.deploy import run_deploy
+    from ci.commands.deploy import run_deploy, show_deploy
 
     loaded = _load(config)
     with _locked(loaded, "deploy"):
         ref, result = run_deploy(loaded, index, model_version, dry_run=dry_run)
-    if as_json:
-        from ci.core.outcome import ReleaseOutcome
-
-        _echo_json(ReleaseOutcome(deployed=result).to_json()["deploy"])
-    elif dry_run:
-        sys.stdout.write(redact(result.diff))
-    else:
-        sys.stdout.write(f"deployed {ref} to {result.branch}: {result.commit} "
-                         f"({result.attempts} push(es))\n")
+    show_deploy(ref, result, as_json=as_json, dry_run=dry_run)
     return errors.EXIT_OK
 
 
@@ -365,16 +329,54 @@ def promote(
 ) -> int:
     """Move the MLflow alias (e.g. champion) to a version that passed the gate; run it only
     after the deploy commit landed."""
-    from ci.commands.promote import run_promote
+    from ci.commands.promote import run_promote, show_promote
 
     loaded = _load(config)
     with _locked(loaded, "promote"):
         result = run_promote(loaded, model_version, deploy_commit)
+    show_promote(result, as_json=as_json)
+    return errors.EXIT_OK
+
+
+@app.command()
+def smoke(
+    url: Annotated[str, typer.Option("--url", help="Base URL of the running service")],
+    reference: Annotated[str, typer.Option("--reference", help="What runs there "
+                                           "(repo@sha256:...), for the record")] = "",
+    config: ConfigOpt = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result JSON")]
+    = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Smoke/stress-test a service that already runs (a canary) with the [smoke] requests,
+    concurrency and p95 bound of a release. Exit 1 if it is not healthy or misses a bound."""
+    from ci.commands.smoke import run_url_smoke, summary
+
+    result = run_url_smoke(_load(config), url, reference=reference, output=output)
     if as_json:
         _echo_json(result.model_dump(mode="json"))
-    else:
-        sys.stdout.write(f"{result.registered_model}: {result.alias} → version {result.version}"
-                         f" (was {result.previous_version or 'unset'})\n")
+    sys.stderr.write(summary(result) + "\n")
+    return errors.EXIT_OK if result.passed else errors.EXIT_FAILED
+
+
+export_app = typer.Typer(name="export", no_args_is_help=True, help="Write the release for others to run.")
+app.add_typer(export_app)
+
+
+@export_app.command("argo")
+def export_argo(
+    config: ConfigOpt = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="Folder for one file per "
+                                        "object, or - for one YAML stream on stdout")] = "-",
+    ci_image: Annotated[str | None, typer.Option("--ci-image", help="Image the steps run in "
+                                                 "(default [argo] ci_image)")] = None,
+) -> int:
+    """Write the release as an Argo WorkflowTemplate (one `ci job` pod per platform, on a node of
+    its arch) plus the EventSource and Sensor that start it on a push; same config, same bytes."""
+    from ci.commands.export import run_export
+
+    for line in run_export(config, output, ci_image=ci_image):
+        sys.stdout.write(line + "\n")
     return errors.EXIT_OK
 
 

@@ -15,6 +15,9 @@ from ci.core.errors import StepFailed, ToolMissing
 from ci.core.results import SourceInfo
 
 RUN_ID_ENV = "MACI_RUN_ID"
+# The ref a detached checkout was made from (`refs/heads/main`, `refs/tags/v1.2.0`): an Argo
+# Workflow's git artifact checks out the pushed commit, not the branch the webhook named.
+SOURCE_REF_ENV = "MACI_SOURCE_REF"
 
 
 def strip_credentials(url: str) -> str:
@@ -101,7 +104,8 @@ def _git(args: list[str], cwd: Path, env: Mapping[str, str]) -> str:
 
 
 def from_git(env: Mapping[str, str], cwd: Path) -> SourceInfo:
-    """A local checkout: HEAD's sha, branch (none when detached), exact tag, origin URL."""
+    """A local checkout: HEAD's sha, branch (none when detached), exact tag, origin URL; the
+    ref in MACI_SOURCE_REF, when set, names the branch or tag a detached checkout came from."""
     sha = _git(["rev-parse", "--verify", "-q", "HEAD"], cwd, env)
     if not sha:
         return SourceInfo(run_id=env.get(RUN_ID_ENV, ""))
@@ -110,6 +114,11 @@ def from_git(env: Mapping[str, str], cwd: Path) -> SourceInfo:
     tag = sorted(tags, key=lambda t: (not re.match(r"^[vV]?\d", t), t))[0] if tags else ""
     remote = _git(["config", "--get", "remote.origin.url"], cwd, env)
     ref = f"refs/heads/{branch}" if branch else (f"refs/tags/{tag}" if tag else "")
+    named = env.get(SOURCE_REF_ENV, "")
+    if named.startswith("refs/heads/") and len(named) > 11:
+        ref, branch = named, named.removeprefix("refs/heads/")
+    elif named.startswith("refs/tags/") and len(named) > 10:
+        ref, branch, tag = named, "", named.removeprefix("refs/tags/")
     return SourceInfo(
         sha=sha,
         ref=ref,

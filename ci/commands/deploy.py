@@ -6,14 +6,17 @@ handle instead, after its verdict passed.
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from collections.abc import Mapping
 
 from ci.adapters import ci_env
 from ci.adapters.state_dir import check_state_dir
 from ci.core.config import Config
 from ci.core.errors import UsageError
-from ci.core.outcome import DeployResult
+from ci.core.outcome import DeployResult, ReleaseOutcome
+from ci.core.redact import redact
 from ci.stages import deploy as gitops
 
 
@@ -35,3 +38,15 @@ def run_deploy(config: Config, index: str, model_version: str | None, *, dry_run
     result = gitops.deploy(config, source, ref, model_version, dry_run=dry_run,
                            source_repo=config.root_path, environ=env)
     return ref, result
+
+
+def show_deploy(ref: str, result: DeployResult, *, as_json: bool, dry_run: bool) -> None:
+    """The deploy's JSON (as in `ci run --json`), the dry run's diff, or one line."""
+    if as_json:
+        data = ReleaseOutcome(deployed=result).to_json()["deploy"]
+        sys.stdout.write(redact(json.dumps(data, indent=2, default=str)) + "\n")
+    elif dry_run:
+        sys.stdout.write(redact(result.diff))
+    else:
+        sys.stdout.write(f"deployed {ref} to {result.branch}: {result.commit} "
+                         f"({result.attempts} push(es))\n")

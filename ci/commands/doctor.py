@@ -7,7 +7,7 @@ import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ci.adapters import bases, binfmt, inventory, proc
@@ -71,6 +71,23 @@ def push_report(found: list[RunnerInfo], environ: Mapping[str, str]) -> list[dic
     return rows
 
 
+def deploy_layout(config: Config) -> dict[str, Any]:
+    """What the deploy branch holds, for whoever points Argo CD at it (not a check)."""
+    from ci.adapters.ci_env import strip_credentials
+    from ci.stages.deploy import GUARD_FILE
+
+    dc = config.deploy
+    if dc is None:
+        return {}
+    folders = sorted({str(PurePosixPath(m).parent) for m in dc.manifests})
+    remote = strip_credentials(dc.remote)
+    return {"remote": remote, "branch": dc.branch, "manifests": list(dc.manifests),
+            "paths": folders, "guard": GUARD_FILE,
+            "line": f"branch {dc.branch} of {remote} holds {', '.join(dc.manifests)} (pinned to "
+                    f"the index digest) and the guard {GUARD_FILE}: sync path "
+                    f"{', '.join(folders)} of {dc.branch} with Argo CD"}
+
+
 def run_doctor(
     config: Config | None, environ: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
@@ -107,6 +124,8 @@ def run_doctor(
             detail = f"embedded store, {'writable' if ok else 'not writable'}: {folder}"
         report["mlflow"] = {"uri": uri, "ok": ok, "detail": detail}
         report["bases"] = base_report(config, found, env)
+        if config.deploy is not None:
+            report["deploy"] = deploy_layout(config)
     checks = [r["reachable"] for r in report["runners"]] + [report["buildx"]["ok"]]
     checks += [report[k]["ok"] for k in ("registry", "mlflow") if k in report]
     checks += [b["ok"] for b in report.get("bases", [])]

@@ -3,14 +3,19 @@ release handle; also the entry of a project's own `python -m pipelines.NAME`."""
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ci.adapters.state_dir import check_state_dir
+from ci.core import critical_path
 from ci.core.config import Config
 from ci.core.errors import CIError
 from ci.core.platforms import Platform
+from ci.core.redact import redact
 from ci.pipelines import loader
 from ci.pipelines.handle import Release
 from ci.pipelines.loader import LoadedPipeline
@@ -80,3 +85,30 @@ def write_reports(run: Release, environ: Mapping[str, str], progress: object = N
         folder = Path(environ.get("MACI_REPORT_DIR") or run.run_dir)
         gitlab.write_reports(run.verdict, folder, index_digest=digest,
                              model_version=run.model_version, spans=spans)
+
+
+def show_run(result: Release, console: Any, *, as_json: bool, dry_run: bool) -> None:
+    """What `ci run` prints: the outcome JSON (with the critical path), `UP TO DATE`, or the
+    summary (plus the dry run's would-be digest and deploy diff)."""
+    spans = list(getattr(result.progress, "spans", ()))  # what the console Progress recorded
+    if as_json:
+        path = critical_path.critical_path(spans)
+        data = {**result.outcome(), "critical_path": path.to_json() if path else None}
+        sys.stdout.write(redact(json.dumps(data, indent=2, default=str)) + "\n")
+    elif result.up_to_date is not None:
+        rec = result.up_to_date
+        sys.stdout.write(
+            f"UP TO DATE {rec.image}@{rec.index_digest}\n"
+            f"  released by run {rec.run_id}: tags {', '.join(rec.tags)}; "
+            f"deploy {rec.deploy_commit or '-'}; model version {rec.model_version or '-'}\n"
+            "  nothing changed since (source, config, model inputs); --force reruns every stage\n")
+    elif result.verdict is not None:
+        from ci.reports.summary import print_summary
+
+        o = result.outcome_value
+        print_summary(console, result.verdict, o, spans)
+        if dry_run and o.published is not None:
+            sys.stdout.write(f"DRY RUN: nothing was published, deployed or promoted; the index "
+                             f"would be {o.published.digest}\n")
+        if o.deployed is not None and o.deployed.dry_run:
+            sys.stdout.write(redact(o.deployed.diff))

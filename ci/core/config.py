@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from ci.core import paths, platforms
+from ci.core.config_sections import ArgoConfig as ArgoConfig
 from ci.core.config_sections import DeployConfig as DeployConfig
 from ci.core.config_sections import MlflowConfig as MlflowConfig
 from ci.core.config_sections import NotifyConfig as NotifyConfig
@@ -242,6 +243,8 @@ class Config(_Model):
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     sign: SignConfig | None = None
+    # read by `ci export argo` only: kept out of dumps, so the release fingerprint ignores it
+    argo: ArgoConfig = Field(default_factory=ArgoConfig, exclude=True)
     root: str = Field(default=".", exclude=True)
 
     @model_validator(mode="after")

@@ -1,4 +1,4 @@
-"""The release-side config sections (publish, deploy, sign, smoke, notify, mlflow).
+"""The release-side config sections (publish, deploy, sign, smoke, notify, mlflow, argo).
 
 Split out of `ci.core.config` to keep each module small; `config` re-exports every name
 here, so `from ci.core.config import DeployConfig` keeps working. Pure, like `config`.
@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from ci.core import paths
+from ci.core import paths, platforms
 from ci.core.errors import MISSING, ConfigProblem
 
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -162,3 +162,61 @@ class NotifyConfig(Section):
 class MlflowConfig(Section):
     tracking_uri: str | None = None
     token_env: str | None = Field(default=None, description="env var holding a bearer token")
+
+
+K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # a DNS-1123 label: namespaces, service accounts
+SECRET_REF = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[-._a-zA-Z0-9]+$"  # <Secret name>/<key>
+
+
+class ArgoToleration(Section):
+    """One Kubernetes toleration of the release's pods (tainted arm64 pools, CI-only nodes)."""
+
+    key: str | None = None
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(default=None, ge=0)
+
+
+class ArgoSecrets(Section):
+    """Where each credential lives, as `<Kubernetes Secret>/<key>`: the exported objects only
+    name them (secretKeyRef), so no value ever reaches a template."""
+
+    registry_password: str = Field(default="maci-registry/password", pattern=SECRET_REF)
+    mlflow_token: str = Field(default="maci-mlflow/token", pattern=SECRET_REF)
+    cosign_key: str = Field(default="maci-cosign/cosign.key", pattern=SECRET_REF)
+    cosign_password: str = Field(default="maci-cosign/password", pattern=SECRET_REF)
+    deploy_token: str = Field(default="maci-deploy/token", pattern=SECRET_REF)
+    git_username: str | None = Field(default=None, pattern=SECRET_REF)
+    git_password: str | None = Field(default=None, pattern=SECRET_REF)
+    github_webhook: str = Field(default="maci-webhook/github", pattern=SECRET_REF)
+    gitlab_webhook: str = Field(default="maci-webhook/gitlab", pattern=SECRET_REF)
+
+
+class ArgoConfig(Section):
+    """`[argo]`: how `ci export argo` lays the release out in a cluster (Argo Workflows +
+    Events); read only by the export, never by a release itself."""
+
+    name: str | None = Field(default=None, pattern=K8S_NAME, max_length=52,
+                             description="WorkflowTemplate name; default <project>-release")
+    namespace: str = Field(default="argo", pattern=K8S_NAME)
+    service_account: str = Field(default="maci-release", pattern=K8S_NAME)
+    sensor_service_account: str = Field(default="maci-events", pattern=K8S_NAME)
+    ci_image: str | None = Field(default=None, min_length=1, description="the image every "
+                                 "step runs in (docker CLI + buildx, git, cosign, qemu, ci)")
+    dind_image: str = Field(default="docker:27-dind", min_length=1)
+    node_platforms: StrList | None = Field(default=None, description="platforms the cluster "
+                                           "has nodes of; default project.platforms")
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[ArgoToleration] = Field(default_factory=list)
+    secrets: ArgoSecrets = Field(default_factory=ArgoSecrets)
+    deploy_user: str = Field(default="oauth2", min_length=1, pattern=r"^[^\s:@/]+$")
+    webhook_url: str = Field(default="", description="public base URL of the EventSource")
+    github_repository: str = Field(default="", pattern=r"^$|^[\w.-]+/[\w.-]+$")
+    gitlab_project: str = Field(default="", pattern=r"^$|^[\w.-]+(/[\w.-]+)+$")
+    gitlab_url: str = Field(default="https://gitlab.com", pattern=r"^https?://[^\s/]+")
+
+    @field_validator("node_platforms")
+    @classmethod
+    def _platforms(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else list(dict.fromkeys(map(platforms.canonical, value)))

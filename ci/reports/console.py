@@ -98,6 +98,8 @@ def print_doctor(report: dict[str, Any], console: Console) -> None:
         status = "[yellow]unchecked[/]" if b["status"] == "unchecked" else mark(b["ok"])
         table.add_row(f"base {b['platform']}", status,
                       escape(f"{b['reference']} on runner {b['runner']}: {b['detail']}"))
+    if "deploy" in report:
+        table.add_row("deploy branch", "[cyan]info[/]", escape(report["deploy"]["line"]))
     console.print(table)
     for b in report.get("bases", []):
         if not b["ok"]:

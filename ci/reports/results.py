@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ci.core.outcome import PublishResult
+from ci.core.redact import redact
 from ci.core.results import PlatformResult
 
 _STATUS = {"passed": "green", "failed": "red", "error": "red"}
@@ -95,3 +98,13 @@ def to_json(
         if published else None,
         "error": error,
     }
+
+
+def print_refusal(results: Sequence[PlatformResult], message: str, console: Console, *,
+                  as_json: bool) -> None:
+    """A refused publish (build or merge): the legs it weighed, and why, before the error line."""
+    if as_json:
+        sys.stdout.write(redact(json.dumps(to_json(results, None, message), indent=2,
+                                           default=str)) + "\n")
+    elif results:
+        print_results(results, console)

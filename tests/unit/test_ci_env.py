@@ -109,3 +109,21 @@ def test_gitlab_merge_request_ref_and_runner_arch() -> None:
     src = detect(env, Path("."))
     assert (src.ref, src.branch, src.pull_request, src.runner_arch) == (
         "refs/merge-requests/7/head", "feature", "7", "arm64")
+
+
+@pytest.mark.parametrize(("ref", "branch", "tag"), [
+    ("refs/heads/main", "main", ""), ("refs/tags/v2.0.0", "", "v2.0.0")])
+def test_a_detached_checkout_takes_its_ref_from_maci_source_ref(tmp_path: Path, ref: str,
+                                                               branch: str, tag: str) -> None:
+    # what an Argo Workflow's git artifact leaves: the pushed commit, detached, no branch
+    repo = make_repo(tmp_path)
+    git(repo, "checkout", "-q", "--detach", "HEAD")
+    assert detect({}, repo).branch == ""
+    info = detect({"MACI_SOURCE_REF": ref}, repo)
+    assert (info.branch, info.tag, info.ref) == (branch, tag, ref)
+
+
+def test_a_malformed_maci_source_ref_is_ignored(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    for ref in ("main", "refs/heads/", "refs/pull/1/head"):
+        assert detect({"MACI_SOURCE_REF": ref}, repo).branch == "main"
