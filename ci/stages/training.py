@@ -227,6 +227,7 @@ def train(
     scratch.sweep(config.state_path / "tmp", "train-out", "training output folder")
     with scratch.owned(config.state_path / "tmp", "train-out") as tmp:
         out = Path(tmp)
+        tracking.load_while_waiting()  # MLflow's ~2 s import overlaps the script, not after it
         script_started = time.monotonic()
         try:
             result = _run(config, model, setup, run_id, experiment_id, digest, workdir, out,
