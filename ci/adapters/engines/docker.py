@@ -231,7 +231,9 @@ class DockerEngine:
                 *owned.label_args(spec.run_id)]
         for key, value in sorted(spec.test_env.items()):
             args += ["--env", f"{key}={value}"]
-        self.docker([*args, image_id, *spec.test_command], step="test", check=True)
+        # group: a Ctrl-C sent to the terminal's process group must not kill this CLI after
+        # its request reached the daemon (the container would appear after our cleanup)
+        self.docker([*args, image_id, *spec.test_command], step="test", check=True, group=True)
 
     def run_tests(self, spec: JobSpec, out: Path, name: str) -> TestSummary:
         """Start the created test container attached, collect its output and JUnit file.
