@@ -20,6 +20,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from ci.core.errors import AttestationError
+from ci.core.manifests import split_ref
 from ci.core.oci import ATTESTATION_KEY, DIGEST_RE, OCI_MANIFEST, digest_of
 
 STATEMENT_V01 = "https://in-toto.io/Statement/v0.1"
@@ -120,12 +121,8 @@ def docker_purl(name: str, version: str, platform: str = "") -> str:
 
 def _split_ref(ref: str) -> tuple[str, str]:
     """`python:3.12-slim@sha256:..` → ("python", "3.12-slim"); no tag → "latest"."""
-    name = ref.split("@", 1)[0]
-    head, slash, last = name.rpartition("/")
-    if ":" in last:
-        last, _, tag = last.partition(":")
-        return f"{head}{slash}{last}", tag
-    return name, "latest"
+    name, tag, _ = split_ref(ref)
+    return name, tag or "latest"
 
 
 def _hex(digest: str, what: str) -> str:

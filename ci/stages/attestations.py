@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ci.adapters.engines.oci_attest import upload
 from ci.core import platforms
 from ci.core.attest import (
     ATTESTATION_MANIFEST,
@@ -20,10 +21,9 @@ from ci.core.attest import (
     PREDICATE_KEY,
     REFERENCE_DIGEST,
     attestation_descriptor,
-    attestation_manifest,
 )
 from ci.core.errors import AttestationError, PlatformError
-from ci.core.oci import ATTESTATION_KEY, OCI_MANIFEST, digest_of, platform_str
+from ci.core.oci import ATTESTATION_KEY, digest_of, platform_str
 from ci.core.ports import RegistryPort
 
 Statement = Mapping[str, Any]
@@ -58,11 +58,7 @@ def attach(client: RegistryPort, repo: str, platform_manifests: Mapping[str, str
         image_digest = images[platform]
         for st in wanted[platform]:
             _check_subject(st, image_digest, platform)
-        manifest, config, layers = attestation_manifest(wanted[platform])
-        client.put_blob(repo, config)
-        for body, _ in layers:
-            client.put_blob(repo, body)
-        client.put_manifest(repo, digest_of(manifest), manifest, OCI_MANIFEST)
+        _, manifest = upload(client, repo, wanted[platform])
         descriptors.append(attestation_descriptor(manifest, image_digest))
     return descriptors
 

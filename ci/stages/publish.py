@@ -36,7 +36,6 @@ from ci.core.verdict import ModelVerdict, Permit, Verdict, decide
 from ci.stages.attestations import read_attestations
 from ci.stages.ordering import TagGuard
 
-ATTESTATION_PLATFORM = "unknown/unknown"  # index entries of attestation manifests
 # the written and verified index's digest → before the first tag moves (raise: nothing moves)
 BeforeTags = Callable[[str], None]
 # (the index, tags about to move, each one's previous digest or None) → before the first write
@@ -69,7 +68,7 @@ def verify_index(
     client: RegistryPort, repo: str, ref: str, expected: Sequence[str]
 ) -> list[str]:
     """Fail unless the index at `ref` holds exactly the expected platforms."""
-    found = [p for p in client.index_platforms(repo, ref) if p != ATTESTATION_PLATFORM]
+    found = client.index_platforms(repo, ref)  # attestation entries are not platforms
     want = sorted(str(platforms.parse(p)) for p in expected)
     if sorted(found) != want or len(set(found)) != len(found):
         raise RegistryError(f"index {repo}:{ref} holds {sorted(found)}, expected {want}")

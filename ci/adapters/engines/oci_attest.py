@@ -10,7 +10,9 @@ job reports (`PlatformResult.attestation`); `ci job` + `ci merge` legs keep thei
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from ci.adapters import oci_layout
 from ci.adapters.registry import RegistryClient
@@ -26,6 +28,7 @@ from ci.core.attest import (
 )
 from ci.core.jobs import LABEL_CREATED, LABEL_VERSION
 from ci.core.oci import OCI_MANIFEST, ImageRef, digest_of
+from ci.core.ports import RegistryPort
 from ci.core.results import JobSpec
 from ci.core.version import __version__
 
@@ -62,11 +65,17 @@ def _relative(spec: JobSpec) -> str:
         return Path(spec.dockerfile).name
 
 
-def push(client: RegistryClient, spec: JobSpec, items: list[dict[str, object]]) -> str:
-    """Upload config, layers and the attestation manifest by digest; returns its digest."""
-    repo = ImageRef.parse(spec.image).repository
+def upload(client: RegistryPort, repo: str,
+           items: Sequence[Mapping[str, Any]]) -> tuple[str, bytes]:
+    """Upload config, layers and the attestation manifest of `items` by digest (no tag);
+    returns the manifest's digest and bytes. The one upload path: jobs and `attach` use it."""
     manifest, config, layers = attestation_manifest(items)
     client.put_blob(repo, config)
     for body, _ in layers:
         client.put_blob(repo, body)
-    return client.put_manifest(repo, digest_of(manifest), manifest, OCI_MANIFEST)
+    return client.put_manifest(repo, digest_of(manifest), manifest, OCI_MANIFEST), manifest
+
+
+def push(client: RegistryClient, spec: JobSpec, items: list[dict[str, object]]) -> str:
+    """Push one platform job's attestation manifest; returns its digest."""
+    return upload(client, ImageRef.parse(spec.image).repository, items)[0]
