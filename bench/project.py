@@ -1,4 +1,4 @@
-"""Isolated copies of examples/wine: own folder, own git history, own state, own image repo.
+"""Isolated copies of an example (wine, bikes): own folder, git history, state, image repo.
 
 Every benchmark sample that must do real work gets a fresh copy (or a new commit) whose
 app code carries a nonce, so BuildKit cannot serve the app/test layers from cache; the base
@@ -21,10 +21,12 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "wine"
+# example -> the deploy manifest whose placeholder image (127.0.0.1:5000/examples/<name>)
+# becomes the copy's own repository
+EXAMPLES = {"wine": "k8s/kustomization.yaml", "bikes": "deploy/kustomization.yaml"}
 VENV_BIN = Path(sys.executable).parent
 CI = str(VENV_BIN / "ci") if (VENV_BIN / "ci").exists() else "ci"
 NONCE_FILE = "app/__init__.py"
-EXAMPLE_IMAGE = "127.0.0.1:5000/examples/wine"
 BENCH_NAME = "wine-bench"
 GIT_ENV = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
            "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}
@@ -34,11 +36,15 @@ _DROP = {"CI", "GITHUB_ACTIONS", "GITLAB_CI"}
 
 
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """os.environ without CI-system, MACI_, DOCKER_ and MLFLOW_ variables, plus `extra`."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in _DROP and not k.startswith(_DROP_PREFIXES)}
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env | (extra or {})
+    """os.environ without CI-system, MACI_, DOCKER_ and MLFLOW_ variables, plus `extra`.
+
+    Bytecode is read and written as usual (PYTHONDONTWRITEBYTECODE dropped): `ci` starts
+    from compiled modules as an installed package does, instead of compiling every module on
+    every start; the examples' .gitignore and .dockerignore keep __pycache__ out of commits
+    and build contexts."""
+    return {k: v for k, v in os.environ.items()
+            if k not in _DROP and not k.startswith(_DROP_PREFIXES)
+            and k != "PYTHONDONTWRITEBYTECODE"} | (extra or {})
 
 
 def _git(cwd: Path, *args: str) -> str:
@@ -59,22 +65,37 @@ class Project:
     # own project name: ci's test-image tags (maci-test/<name>) never collide with the user's
     env_extra: dict[str, str] = field(default_factory=lambda: {"MACI_PROJECT__NAME": BENCH_NAME})
 
+    example: str = "wine"
+
     @classmethod
-    def create(cls, root: Path, image: str) -> Project:
-        shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns(
+    def create(cls, root: Path, image: str, example: str = "wine") -> Project:
+        shutil.copytree(REPO / "examples" / example, root, ignore=shutil.ignore_patterns(
             ".maci", "model", "__pycache__", "mlruns", ".pytest_cache"))
-        kustomization = root / "k8s" / "kustomization.yaml"
-        kustomization.write_text(kustomization.read_text().replace(EXAMPLE_IMAGE, image))
-        project = cls(root, image)
+        kustomization = root / EXAMPLES[example]
+        kustomization.write_text(kustomization.read_text().replace(
+            f"127.0.0.1:5000/examples/{example}", image))
+        project = cls(root, image, example=example,
+                      env_extra={"MACI_PROJECT__NAME": f"{example}-bench"})
         _git(root, "init", "-q", "-b", "main")
         project.bump()
         return project
 
-    def bump(self) -> str:
-        """A new commit whose app code differs (a nonce): new source sha, new app layers."""
-        path = self.root / NONCE_FILE
-        lines = [ln for ln in path.read_text().splitlines() if not ln.startswith("# bench nonce")]
-        path.write_text("\n".join([*lines, f"# bench nonce {secrets.token_hex(8)}"]) + "\n")
+    def touch_outside(self) -> str:
+        """A new commit that changes nothing any image holds (a file no COPY takes): new
+        source sha and tree, the same layers — "nothing changed in the images"."""
+        (self.root / "BENCH_NOTES.md").write_text(f"bench {secrets.token_hex(8)}\n")
+        _git(self.root, "add", "-A")
+        _git(self.root, "commit", "-q", "--no-verify", "-m", "bench: notes only")
+        return _git(self.root, "rev-parse", "HEAD")
+
+    def bump(self, model: bool = False) -> str:
+        """A new commit whose app code differs (a nonce): new source sha, new app layers;
+        `model` also changes train.py (a comment): a new model input hash, so `ci` trains."""
+        for name in (NONCE_FILE, "train.py") if model else (NONCE_FILE,):
+            path = self.root / name
+            lines = [ln for ln in path.read_text().splitlines()
+                     if not ln.startswith("# bench nonce")]
+            path.write_text("\n".join([*lines, f"# bench nonce {secrets.token_hex(8)}"]) + "\n")
         _git(self.root, "add", "-A")
         _git(self.root, "commit", "-q", "--no-verify", "-m", "bench: new nonce")
         return _git(self.root, "rev-parse", "HEAD")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench import findings
+from bench import findings, perf_figures, perf_report, supply_chain
 from bench.figures import figures, missing
 from bench.samples import summary
 
@@ -105,7 +105,7 @@ def _summary(f: dict[str, Any]) -> list[str]:
         f" / {s(c['plan']['median'], nd=2)} (python: {s(c['python']['median'], nd=2)}) "
         f"| ≤ {c['target']:.1f} s | {ok(c['met'])} |",
         f"| 6 | model stage overhead (train+log+gate - script) | {s(mo['overhead'], nd=2)} "
-        f"| ≤ {mo['target']:.0f} s | {ok(mo['met'])} |",
+        f"| ≤ {mo['target']:.1f} s | {ok(mo['met'])} |",
         f"| 7 | index merge, 2 platforms | {s(me['publish_seconds'], nd=2)}, "
         f"{kib(me['sent'])} up, layer bytes re-uploaded: {me['blob_upload_bytes']['max']:.0f} "
         f"| 0 layer bytes | {ok(me['met'])} |", "",
@@ -257,24 +257,38 @@ def _merge(me: dict[str, Any]) -> list[str]:
     ]
 
 
-def render(data: dict[str, Any], extra: list[str] | None = None) -> str:
+def supply_ratios(supply: dict[str, Any] | None) -> str | None:
+    """The push-route ratios of the supply-chain run (bench/supply_chain.json), one line."""
+    if not supply:
+        return None
+    ratios = supply_chain.figures(supply)["ratio"]
+    parts = [f"{key.replace('/', ' ')} {x(v['of_medians'])}" for key, v in ratios.items()]
+    return ", ".join(parts)
+
+
+def render(data: dict[str, Any], extra: list[str] | None = None,
+           supply: dict[str, Any] | None = None) -> str:
     figs = figures(data)
-    gaps = missing(figs)
+    gaps = missing(figs) + perf_figures.missing(perf_figures.figures(data))
+    examples = " and ".join(f"examples/{e}" for e in (data.get("perf") or {"wine": 0}))
     head = [
         "# Benchmarks", "",
-        "Measured with the harness in `bench/` on the wine example (an isolated copy, its "
-        "own registry, MLflow store and deploy repo). Every number below comes from ONE "
-        f"harness run (`{data['mode']}` mode); raw samples: `bench/results.json`.", "",
+        f"Measured with the harness in `bench/` on {examples} (isolated copies, their own "
+        "registry, MLflow stores and deploy repos). Every number below, except the Supply "
+        "chain section at the end (its own harness, its own run), comes from ONE harness run "
+        f"(`{data['mode']}` mode); raw samples: `bench/results.json`.", "",
         "Reproduce (root: the fan-out starts a second dockerd):", "",
-        "```sh", "sudo .venv/bin/python -m bench.run --full    # ~8 min: this file + "
-        "bench/results.json", ".venv/bin/python -m bench.run --quick        # < 3 min, one "
-        "sample each (tests/e2e/test_bench_quick.py runs it)",
+        "```sh", "sudo .venv/bin/python -m bench.run --full    # ~35 min: this file + "
+        "bench/results.json", ".venv/bin/python -m bench.run --quick        # ~5 min, wine "
+        "only, one sample each (tests/e2e/test_bench_quick.py runs it)",
         ".venv/bin/python -m bench.run --render bench/results.json   # re-render only",
         "```", "",
     ]
     if gaps:
         head += [f"**Missing figures in this run: {', '.join(gaps)}.**", ""]
-    body = (_machine(data) + _definitions(data) + _summary(figs) + _overhead(figs["overhead"])
+    body = (_machine(data) + perf_report.render(data, supply_ratios(supply))
+            + ["# Issue 8 figures (wine): the release as a whole", ""]
+            + _definitions(data) + _summary(figs) + _overhead(figs["overhead"])
             + _warm(figs["warm"]) + _emulation(figs["emulation"]) + _fanout(figs["fanout"])
             + _cli(figs["cli"]) + _model(figs["model"]) + _merge(figs["merge"]) + findings.render(figs))
     return "\n".join(head + body + (extra or [])).rstrip() + "\n"

@@ -1,8 +1,9 @@
 """The benchmark harness: `python -m bench.run --quick|--full` (root: it starts a 2nd dockerd).
 
 Starts its own registry (behind a byte-counting proxy) on a free port and works on copies
-of examples/wine in a temp folder; writes every raw sample to a JSON file and renders
-BENCHMARKS.md from it. `--render FILE` re-renders the Markdown from a saved JSON.
+of examples/wine (and, for issue 18's figures, examples/bikes) in a temp folder; writes
+every raw sample to a JSON file and renders BENCHMARKS.md from it. `--render FILE`
+re-renders the Markdown from a saved JSON.
 """
 
 from __future__ import annotations
@@ -23,16 +24,20 @@ from typing import Any
 if __package__ in (None, ""):  # `python bench/run.py` as well as `python -m bench.run`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import report, scenarios, stack
+from bench import model_overhead, perf, report, scenarios, stack, supply_chain
 from bench.project import REPO
 
 MODES: dict[str, dict[str, Any]] = {
     # rounds: cold `ci run` + by-hand pairs; warm: no-op reruns and forced: `--force` reruns
     # after each cold run; both_hands: also the by-hand variant with the other parallelism
+    # examples/perf_*: issue 18's figures per example (bench/perf.py); server: the model
+    # stage also against a real `mlflow server`
     "quick": {"rounds": 1, "warm": 1, "forced": 1, "both_hands": False, "fan_reps": 1,
-              "one_runner": False, "model_reps": 1, "cli_reps": 5},
-    "full": {"rounds": 5, "warm": 2, "forced": 1, "both_hands": True, "fan_reps": 4,
-             "one_runner": True, "model_reps": 5, "cli_reps": 20},
+              "one_runner": False, "model_reps": 1, "cli_reps": 5, "examples": ["wine"],
+              "perf_rounds": 1, "perf_runs": 1, "perf_scaling": 1, "server": False},
+    "full": {"rounds": 3, "warm": 2, "forced": 1, "both_hands": True, "fan_reps": 3,
+             "one_runner": True, "model_reps": 3, "cli_reps": 20, "examples": ["wine", "bikes"],
+             "perf_rounds": 3, "perf_runs": 3, "perf_scaling": 2, "server": True},
 }
 
 
@@ -77,8 +82,8 @@ def _cleanup_images(registry: str) -> None:
     ours = []
     for line in listed:
         repo, tag, digest = [*line.split(), "", "", ""][:3]
-        if not (repo.startswith(f"{registry}/") or repo in ("maci-hand/wine",
-                                                            "maci-test/wine-bench")):
+        if not (repo.startswith((f"{registry}/", "maci-hand/"))
+                or (repo.startswith("maci-test/") and repo.endswith("-bench"))):
             continue
         if tag and tag != "<none>":
             ours.append(f"{repo}:{tag}")
@@ -96,8 +101,25 @@ def _predicted_slowdown(bench: scenarios.Bench, project: Any) -> Any:
     return {k: v.strip() for k, v in found} or None
 
 
+NEEDS = {"bikes": ("maci/python:bookworm-armhf", "qemu-arm")}  # beyond wine's amd64 + arm64
+
+
+def check_examples(examples: list[str]) -> None:
+    """Fail before any work when an example's base image or binfmt handler is missing."""
+    for name in examples:
+        if name not in NEEDS:
+            continue
+        image, handler = NEEDS[name]
+        if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode:
+            raise SystemExit(f"bench: examples/{name} needs {image}: run "
+                             'MACI_BASE_ARCHES="amd64 arm64 armhf" scripts/setup-stack.sh')
+        if not Path(f"/proc/sys/fs/binfmt_misc/{handler}").is_file():
+            raise SystemExit(f"bench: examples/{name} needs the {handler} binfmt handler")
+
+
 def run(mode: str, keep: bool) -> dict[str, Any]:
     cfg = MODES[mode]
+    check_examples(cfg["examples"])
     started = time.time()
     tmp = Path(tempfile.mkdtemp(prefix="maci-bench-"))
     reg, port = stack.start_registry(tmp / "registry")
@@ -107,6 +129,7 @@ def run(mode: str, keep: bool) -> dict[str, Any]:
                             "load_start": scenarios.loadavg(), "tmp": str(tmp),
                             "registry": bench.registry}
     daemon = None
+    server: subprocess.Popen[bytes] | None = None
     try:
         bench.say(f"registry 127.0.0.1:{port}, proxy {bench.registry}, work dir {tmp}")
         data["seed_seconds"] = stack.seed_registry(bench.registry, tmp)
@@ -124,7 +147,16 @@ def run(mode: str, keep: bool) -> dict[str, Any]:
         bench.say(f"second dockerd up with the base images in {data['second_daemon_seconds']} s")
         fan = scenarios.fanout_project(bench, project, daemon.host)
         data["fanout"] = scenarios.fanout(bench, fan, cfg["fan_reps"], cfg["one_runner"])
+        daemon.stop()
+        daemon = None
+        uri = None
+        if cfg["server"]:
+            server, uri = model_overhead.start_server(tmp / "mlflow-server")
+        data["perf"] = {name: perf.example(bench, name, cfg, uri) for name in cfg["examples"]}
     finally:
+        if server is not None:
+            server.terminate()
+            server.wait(30)
         if daemon is not None:
             daemon.stop()
         proxy.stop()
@@ -161,7 +193,12 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(json.dumps(data, indent=1) + "\n")
         print(f"raw samples: {out}", file=sys.stderr)
     markdown.parent.mkdir(parents=True, exist_ok=True)
-    markdown.write_text(report.render(data))
+    supply_json = REPO / "bench" / "supply_chain.json"
+    supply = json.loads(supply_json.read_text()) if supply_json.is_file() else None
+    text = report.render(data, supply=supply)
+    if supply:  # its own harness and run: re-rendered from its raw samples, kept at the end
+        text = text.rstrip("\n") + "\n\n" + supply_chain.render(supply).rstrip("\n") + "\n"
+    markdown.write_text(text)
     print(f"report: {markdown}", file=sys.stderr)
     return 0
 

@@ -48,10 +48,10 @@ class Bench:
         if self.verbose:
             print(f"[bench] {text}", file=sys.stderr, flush=True)
 
-    def project(self, kind: str) -> Project:
+    def project(self, kind: str, example: str = "wine") -> Project:
         self.counter += 1
         name = f"{kind}-{self.counter}"
-        return Project.create(self.tmp / name, f"{self.registry}/bench/{name}")
+        return Project.create(self.tmp / name, f"{self.registry}/bench/{name}", example)
 
 
 # ------------------------------------------------------------------ ci run release
