@@ -90,7 +90,13 @@ def run_bound(run: dict[str, Any]) -> dict[str, Any]:
     smoke = float(run["segments"].get("smoke", 0.0))
     slowest = max([train, *jobs.values()])
     bound = round(slowest + smoke + GOALS["run_slack"], 3)
+    ends = {sp["stage"] if sp["lane"] == "model" else sp["lane"]: sp.get("end")
+            for sp in run["spans"] if sp["stage"] in ("train+gate", "test+build+push")}
+    lane_ends = [v for k, v in ends.items() if k != "train+gate" and v is not None]
+    after_gate = None if ends.get("train+gate") is None or not lane_ends else round(
+        max(lane_ends) - float(ends["train+gate"]), 3)
     return {"train": train, "jobs": jobs, "smoke": smoke, "bound": bound,
+            "after_gate": after_gate,
             "decided_by": "training" if train >= max(jobs.values(), default=0.0) else
             max(jobs, key=lambda k: jobs[k]), "over": round(run["seconds"] - bound, 3)}
 
@@ -106,6 +112,7 @@ def run_vs_build(pairs: list[Any]) -> dict[str, Any]:
         "bound": summary([x["bound"] for x in bounds]),
         "over": summary([x["over"] for x in bounds]),
         "train": summary([x["train"] for x in bounds]),
+        "after_gate": summary([x["after_gate"] for x in bounds]),
         "smoke": summary([x["smoke"] for x in bounds]),
         "jobs": {p: summary([x["jobs"].get(p) for x in bounds])
                  for p in sorted({p for x in bounds for p in x["jobs"]})},

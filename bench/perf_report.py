@@ -184,9 +184,12 @@ def _findings(figs: dict[str, dict[str, Any]], data: dict[str, Any]) -> list[str
             f"{s(r['bound'])} (over by {s(r['over'], nd=2)}); decided by "
             f"{', '.join(r['decided_by'])}. The excess is the startup segment "
             f"({s(r['segments'].get('startup'), nd=2)}: imports), the plan and up-to-date check "
-            f"({s(r['segments'].get('plan'), nd=2)}), and the release build + push that must "
-            "follow the gate (the model enters as the last layer, so this is one small layer "
-            "per platform), then publish, deploy and promote.")
+            f"({s(r['segments'].get('plan'), nd=2)}), the release build + model check + push "
+            f"that must follow the gate ({s(r['after_gate'], nd=2)} from the gate's end to the "
+            "last platform job's end; the model enters as the last layer, so this is one small "
+            "layer per platform), then publish, deploy and promote "
+            f"({s(r['segments'].get('publish'), nd=2)}, {s(r['segments'].get('deploy'), nd=2)}, "
+            f"{s(r['segments'].get('promote'), nd=2)}).")
         m, ms = f["model"], f.get("model_server")
         out.append(
             f"- **{name}, model stage overhead**: {s(m['overhead'], nd=2)} on the embedded "
