@@ -91,19 +91,23 @@ def warm(f: dict[str, Any]) -> list[str]:
         f"  - the tests run again on identical test images: {_n(arm_test)} s (arm64, the "
         f"critical lane) and {_n(amd_test)} s (amd64). Caching a passed JUnit result under "
         "(test image ID, platform, test command, env) skips them.",
-        f"  - smoke runs again: {_n(smoke)} s (one platform after the other). Keyed by the "
-        "release image's layers and runtime config (not its labels), an unchanged image "
-        "needs no new smoke test.",
-        f"  - the model stage reuses the run but still imports MLflow: {_n(reuse)} s. A local "
-        "note of (input hash, champion version) -> (run, version, gate result) in the state "
-        "dir, checked before importing MLflow, would make reuse ~0.1 s when the alias has "
-        "not moved (verify it lazily, e.g. in the promote step that needs MLflow anyway).",
+        f"  - smoke runs again: {_n(smoke)} s (the platforms' smoke spans added up; they run "
+        "in parallel). Keyed by the release image's layers and runtime config (not its "
+        "labels), an unchanged image needs no new smoke test.",
+        (f"  - the model stage reuses the run but still imports MLflow: {_n(reuse)} s. A local "
+         "note of (input hash, champion version) -> (run, version, gate result) in the state "
+         "dir, checked before importing MLflow, would make reuse ~0.1 s when the alias has "
+         "not moved (verify it lazily, e.g. in the promote step that needs MLflow anyway)."
+         if w.get("forced_model_reused") else
+         f"  - `--force` retrains the model (a new run, gate and version): {_n(reuse)} s."),
         f"  - process exit and report writing: {_n(rest)} s (teardown is already skipped).",
-        "  - the release image gets new labels (run id, created) so every rerun pushes a new "
-        f"config blob ({_n(_get(w, 'forced_blob_upload_bytes', 'median'), 0)} bytes) and a "
-        "new index digest, and deploys a new commit; deriving `created` from the commit time "
-        "and keeping the run id out of the image labels would make the digest reproducible, "
-        "so publish and deploy become no-ops for an unchanged image.",
+        "  - on the classic image store (Docker 20.10 here) the BuildKit inside the daemon "
+        "stamps each build's image config with the build time (SOURCE_DATE_EPOCH needs "
+        "BuildKit >= 0.11), so every rerun pushes a new config blob "
+        f"({_n(_get(w, 'forced_blob_upload_bytes', 'median'), 0)} bytes) and a new index "
+        "digest, and deploys a new commit. On the containerd store (Docker >= 24) the images "
+        "carry the commit time and no run id, the digest is reproducible and an unchanged "
+        "re-release moves no tag and makes no deploy commit (Supply chain section).",
     ]
 
 
@@ -150,7 +154,10 @@ def render(f: dict[str, Any]) -> list[str]:
     lines += overhead(f) + warm(f) + fanout(f) + model(f)
     lines += [
         f"- **CLI startup ({'met' if f['cli']['met'] else 'not met'}).** `ci --help` "
-        f"{_n(f['cli']['help'], 2)} s, `ci plan` {_n(f['cli']['plan'], 2)} s.",
+        f"{_n(f['cli']['help'], 2)} s, `ci plan` {_n(f['cli']['plan'], 2)} s (`python -c pass`: "
+        f"{_n(f['cli']['python'], 2)} s in the same run, the yardstick for how loaded the "
+        "machine was; `ci plan` includes the `docker info` discovery and the base image "
+        "lookups). Where a command's start goes: the import table in the issue-18 section.",
         f"- **Index merge ({'met' if f['merge']['met'] else 'not met'}).** The index is "
         "assembled from the pushed digests over the registry API: manifests and two small "
         "config blobs are read, one index and three tags written, no layer moves.",

@@ -81,13 +81,15 @@ def _span(run: dict[str, Any], lane: str, stage: str) -> float | None:
 
 def run_bound(run: dict[str, Any]) -> dict[str, Any]:
     """The goal for one `ci run`: slowest of (training + gate, each platform job's own work,
-    i.e. its lane minus the wait for the model) + the smoke segment + 1 s."""
+    i.e. its lane minus the wait for the model) + the smoke of one platform (the slowest
+    platform's smoke span: smoke starts per platform as soon as its image exists) + 1 s."""
     train = _span(run, "model", "train+gate") or 0.0
     jobs = {}
     for p in run["platforms"]:
         lane = _span(run, p, "test+build+push") or 0.0
         jobs[p] = round(lane - (_span(run, p, "wait for model") or 0.0), 3)
-    smoke = float(run["segments"].get("smoke", 0.0))
+    smokes = [float(sp["seconds"]) for sp in run["spans"] if sp["stage"] == "smoke"]
+    smoke = max(smokes, default=0.0)
     slowest = max([train, *jobs.values()])
     bound = round(slowest + smoke + GOALS["run_slack"], 3)
     ends = {sp["stage"] if sp["lane"] == "model" else sp["lane"]: sp.get("end")
@@ -99,6 +101,13 @@ def run_bound(run: dict[str, Any]) -> dict[str, Any]:
             "after_gate": after_gate,
             "decided_by": "training" if train >= max(jobs.values(), default=0.0) else
             max(jobs, key=lambda k: jobs[k]), "over": round(run["seconds"] - bound, 3)}
+
+
+def _span_field(run: dict[str, Any], key: str, field: str) -> float | None:
+    for sp in run["spans"]:
+        if f"{sp['lane']}/{sp['stage']}" == key:
+            return float(sp[field])
+    return None
 
 
 def run_vs_build(pairs: list[Any]) -> dict[str, Any]:
@@ -118,6 +127,10 @@ def run_vs_build(pairs: list[Any]) -> dict[str, Any]:
                  for p in sorted({p for x in bounds for p in x["jobs"]})},
         "decided_by": sorted({x["decided_by"] for x in bounds}),
         "segments": {k: _sum(runs, lambda s, k=k: s["segments"][k]) for k in segments},
+        "spans": {k: {f: _sum(runs, lambda s, k=k, f=f: _span_field(s, k, f))
+                      for f in ("start", "end", "seconds")}
+                  for k in dict.fromkeys(f"{sp['lane']}/{sp['stage']}"
+                                         for s in runs for sp in s["spans"])},
         "reused": [bool(s["model"].get("reused")) for s in runs],
         "load": _load(runs),
         "met": all(x["over"] <= 0 for x in bounds) if bounds else False,

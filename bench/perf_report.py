@@ -120,11 +120,14 @@ def _example(f: dict[str, Any]) -> list[str]:
             f"(model reused: {sum(r['reused'])}/{len(r['reused'])}): {s(r['run'])}; "
             f"train+gate {s(r['train'])}; each platform job's own work (lane minus the wait "
             "for the model) " + ", ".join(f"{p} {s(v)}" for p, v in r["jobs"].items())
-            + f"; smoke segment (platforms in parallel) {s(r['smoke'])}; decided by "
-            f"{', '.join(r['decided_by'])}. Segments (medians):", "",
-            "| segment | seconds |", "| --- | --- |"]
-    for k, v in r["segments"].items():
-        out.append(f"| {k} | {s(v, nd=2)} |")
+            + f"; the slowest platform's smoke {s(r['smoke'])}; decided by "
+            f"{', '.join(r['decided_by'])}. Every stage span (medians, seconds from the "
+            "process start; a lane's `test+build+push` includes waiting for a free slot on "
+            "the runner and for the model):", "",
+            "| lane/stage | start | end | seconds |", "| --- | --- | --- | --- |"]
+    for k, v in r["spans"].items():
+        out.append(f"| {k} | {s(med(v['start']), nd=2)} | {s(med(v['end']), nd=2)} | "
+                   f"{s(med(v['seconds']), nd=2)} |")
     pred = f["prediction"]
     if pred:
         out += ["", "`ci plan`'s prediction after these runs vs the jobs measured on new app "
@@ -182,19 +185,48 @@ def _findings(figs: dict[str, dict[str, Any]], data: dict[str, Any]) -> list[str
         out.append(
             f"- **{name}, `ci run` on a commit**: {s(r['run'])} against a bound of "
             f"{s(r['bound'])} (over by {s(r['over'], nd=2)}); decided by "
-            f"{', '.join(r['decided_by'])}. The excess is the startup segment "
-            f"({s(r['segments'].get('startup'), nd=2)}: imports), the plan and up-to-date check "
-            f"({s(r['segments'].get('plan'), nd=2)}), the release build + model check + push "
-            f"that must follow the gate ({s(r['after_gate'], nd=2)} from the gate's end to the "
-            "last platform job's end; the model enters as the last layer, so this is one small "
-            "layer per platform), then publish, deploy and promote "
-            f"({s(r['segments'].get('publish'), nd=2)}, {s(r['segments'].get('deploy'), nd=2)}, "
-            f"{s(r['segments'].get('promote'), nd=2)}).")
+            f"{', '.join(r['decided_by'])}. Beyond that chain the run spends the startup "
+            f"({s(r['segments'].get('startup'), nd=2)}: interpreter and imports), the plan and "
+            f"up-to-date check ({s(r['segments'].get('plan'), nd=2)}), publish, deploy and "
+            f"promote ({s(r['segments'].get('publish'), nd=2)}, "
+            f"{s(r['segments'].get('deploy'), nd=2)}, {s(r['segments'].get('promote'), nd=2)})"
+            + (f", and, because training decided, the release build + model check + push that "
+               f"must follow the gate ({s(r['after_gate'], nd=2)} from the gate's end to the "
+               "last platform job's end; the model enters as the last layer, so that is one "
+               "small layer per platform)." if r["decided_by"] == ["training"] else
+               f". The deciding job waited for a free slot (capacity {f['capacity']} for "
+               f"{len(f['platforms'])} platforms): its lane includes that wait, so the bound "
+               "is already the capacity's, not the platforms'."))
         m, ms = f["model"], f.get("model_server")
+        line = (f"- **{name}, model stage overhead**: {s(m['overhead'], nd=2)} on the embedded "
+                "store" + (f", {s(ms['overhead'], nd=2)} against a server" if ms else "")
+                + f" (goal ≤ {GOALS['model_overhead']:.1f} s) around a "
+                f"{s(m['script'])} script.")
+        mlflow = med((data.get("cli") or {}).get("import_mlflow") and summary(
+            data["cli"]["import_mlflow"]))
+        if (med(m["script"]) or 0) < (mlflow or 0):
+            line += (f" The script is shorter than importing MLflow ({s(mlflow)} on this "
+                     "machine, §5 below): the import `ci` runs on a background thread while "
+                     "the script runs cannot hide behind it and lands on the stage's time, "
+                     "before the outputs are logged, gated and registered; with training in a "
+                     "container (`[model.container]`) the train stage's image build (cached) "
+                     "and one `docker run` that reads the image's package versions for the "
+                     "input hash come on top. A short script pays the full price of MLflow's "
+                     "client; a long one (wine) hides it.")
+        elif ms and not ms["met"]:
+            line += (" Against the server, the calls before the script go over MLflow's REST "
+                     "API (about 20 round trips to a 1-worker local server) and the gate, "
+                     "registration and alias through MLflow's own client after it.")
+        out.append(line)
+        push = f["push"]["platforms"]
         out.append(
-            f"- **{name}, model stage overhead**: {s(m['overhead'], nd=2)} on the embedded "
-            "store" + (f", {s(ms['overhead'], nd=2)} against a server" if ms else "")
-            + f" (goal ≤ {GOALS['model_overhead']:.1f} s).")
+            f"- **{name}, push step**: the temporary-tag route of the classic image store "
+            "(Docker 20.10 here: docker tag, docker push, resolve the digest, DELETE the "
+            "temporary tag, untag) costs " + ", ".join(
+                f"{p} {x(v['ratio'])}" for p, v in push.items())
+            + " of a plain `docker push` of a tag; it is the price of not leaving a tag behind "
+            "before the gates pass. The digest route (Docker ≥ 24 with the containerd store, "
+            "skopeo by digest) has no temporary tag: Supply chain section.")
     anat = [smp for ex in (data.get("perf") or {}).values() for smp in ex.get("anatomy") or []]
     imports = summary([a.get("imports") for a in anat])
     if imports["median"] is not None:
@@ -202,9 +234,13 @@ def _findings(figs: dict[str, dict[str, Any]], data: dict[str, Any]) -> list[str
             f"- **Cause of the time outside the jobs**: {s(imports, nd=2)} of it passes before "
             "`ci`'s first docker call: the interpreter start and `ci`'s imports (pydantic "
             "config models, httpx with its CLI extras, the engine and publish modules), which "
-            "a shell script does not pay. Loading those modules lazily, or in a background "
-            "thread while the first build runs, is what would close the rest of the gap "
-            "(not done).")
+            "a shell script does not pay (table above: `ci`'s own modules first). Tried and "
+            "not kept: starting the runner discovery on a thread while those modules import "
+            "gave no measurable gain on these 2 cores (the imports are CPU-bound and the "
+            "docker CLI and daemon need the other core). What would close it: fewer modules "
+            "on the path to the first docker call (lazy engine and publish imports, no "
+            "pydantic models built for sections a command does not use), or a resident "
+            "process.")
     return [*out, ""]
 
 

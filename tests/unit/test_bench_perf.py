@@ -13,12 +13,13 @@ from bench.perf import base_for, release_tags
 
 def _run(train: float, lanes: dict[str, tuple[float, float]], smoke: float,
          seconds: float) -> dict[str, Any]:
-    spans = [{"lane": "model", "stage": "train+gate", "seconds": train}]
-    for p, (lane, wait) in lanes.items():
-        spans += [{"lane": p, "stage": "test+build+push", "seconds": lane},
-                  {"lane": p, "stage": "wait for model", "seconds": wait}]
+    spans = [{"lane": "model", "stage": "train+gate", "seconds": train, "end": train}]
+    for i, (p, (lane, wait)) in enumerate(lanes.items()):
+        spans += [{"lane": p, "stage": "test+build+push", "seconds": lane, "end": lane},
+                  {"lane": p, "stage": "wait for model", "seconds": wait, "end": lane - 1},
+                  {"lane": p, "stage": "smoke", "seconds": smoke - i, "end": lane + smoke}]
     return {"spans": spans, "platforms": {p: {} for p in lanes}, "seconds": seconds,
-            "segments": {"smoke": smoke}}
+            "segments": {"smoke": 99.0}}  # the segment spans overlapping smokes: not used
 
 
 def test_run_bound_is_the_slowest_chain_plus_smoke_plus_one_second() -> None:
@@ -29,6 +30,8 @@ def test_run_bound_is_the_slowest_chain_plus_smoke_plus_one_second() -> None:
     assert bound["decided_by"] == "linux/arm64"
     assert bound["bound"] == pytest.approx(13.0 + 2.5 + 1.0)
     assert bound["over"] == pytest.approx(17.0 - 16.5)
+    assert bound["smoke"] == 2.5  # the slowest platform's own smoke
+    assert bound["after_gate"] == pytest.approx(15.0 - 10.0)  # last lane end - gate end
 
 
 def test_run_bound_decided_by_training() -> None:
