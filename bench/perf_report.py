@@ -8,43 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.fmt import load, mb, med, ok, s, x
 from bench.perf_figures import GOALS, figures
 from bench.samples import summary
-
-
-def s(v: Any, unit: str = " s", nd: int = 1) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, dict):
-        if v.get("median") is None:
-            return "-"
-        out = f"{v['median']:.{nd}f}{unit}"
-        if v["n"] > 1:
-            out += f" ({v['min']:.{nd}f}-{v['max']:.{nd}f}, n={v['n']})"
-        return out
-    return f"{float(v):.{nd}f}{unit}"
-
-
-def med(v: Any) -> float | None:
-    return v.get("median") if isinstance(v, dict) else v
-
-
-def x(v: Any) -> str:
-    v = med(v)
-    return "-" if v is None else f"{v:.2f}x"
-
-
-def ok(met: bool | None) -> str:
-    return "-" if met is None else ("**met**" if met else "**not met**")
-
-
-def load(v: dict[str, Any]) -> str:
-    return "-" if v.get("median") is None else f"{v['median']:.1f} ({v['min']:.1f}-{v['max']:.1f})"
-
-
-def mb(v: Any) -> str:
-    v = med(v)
-    return "-" if v is None else f"{v / 1e6:.1f} MB"
 
 
 def _goals(figs: dict[str, dict[str, Any]], supply: dict[str, Any] | None) -> list[str]:

@@ -6,35 +6,8 @@ from typing import Any
 
 from bench import findings, perf_figures, perf_report, supply_chain
 from bench.figures import figures, missing
+from bench.fmt import kib, ok, s, x
 from bench.samples import summary
-
-
-def s(v: dict[str, Any] | float | None, unit: str = " s", nd: int = 1) -> str:
-    """`12.3 s (11.9-13.0, n=5)` for a summary, `12.3 s` for a number, `-` for nothing."""
-    if v is None:
-        return "-"
-    if isinstance(v, dict):
-        if v.get("median") is None:
-            return "-"
-        med = f"{v['median']:.{nd}f}{unit}"
-        if v["n"] > 1:
-            med += f" ({v['min']:.{nd}f}-{v['max']:.{nd}f}, n={v['n']})"
-        return med
-    return f"{v:.{nd}f}{unit}"
-
-
-def x(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}x"
-
-
-def ok(met: bool) -> str:
-    return "**met**" if met else "**not met**"
-
-
-def kib(v: dict[str, Any] | float | None) -> str:
-    if isinstance(v, dict):
-        v = v.get("median")
-    return "-" if v is None else f"{v / 1024:.1f} KiB"
 
 
 def _machine(d: dict[str, Any]) -> list[str]:
