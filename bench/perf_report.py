@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.fmt import load, mb, med, ok, s, x
+from bench.fmt import kib, load, mb, med, ok, s, x
 from bench.perf_figures import GOALS, figures
 from bench.samples import summary
 
@@ -80,7 +80,8 @@ def _example(f: dict[str, Any]) -> list[str]:
     o = f["new_outside"]
     out += ["", f"Outside the jobs on a new app commit: `ci` {s(o['ci'], nd=2)}, by hand "
             f"{s(o['hand'], nd=2)}. Blob bytes the registry received per build: `ci` "
-            f"{mb(f['push']['ci_blob_bytes'])}, by hand {mb(f['push']['hand_blob_bytes'])}.", ""]
+            f"{kib(f['push']['ci_blob_bytes'])}, by hand {kib(f['push']['hand_blob_bytes'])} "
+            "(new app layers and image configs: the base layers are already there).", ""]
     r = f["run"]
     out += [f"`ci run` on a commit that changes the app and the training script "
             f"(model reused: {sum(r['reused'])}/{len(r['reused'])}): {s(r['run'])}; "
