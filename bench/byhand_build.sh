@@ -10,7 +10,7 @@
 # name), PLATFORMS and BASES (space-separated, same order), TEST_TARGET, TEST_CMD (shell
 # words), JUNIT (path in the test container), RELEASE_TARGET, MODEL_NAME, MODEL_VERSION,
 # CHECK_CMD (shell words; empty = no model check), CAPACITY, PUSH (1 = push + index, 0 = build
-# only), TAGS (space-separated; @SHORT@ = the short commit sha).
+# only), TAGS (space-separated release tags).
 # Writes "<phase> <epoch seconds>" lines to $PROJECT/.hand/marks for the step breakdown.
 set -euo pipefail
 : "${PROJECT:?}" "${IMAGE:?}" "${NAME:?}" "${PLATFORMS:?}" "${BASES:?}" "${TEST_TARGET:?}"
@@ -63,7 +63,7 @@ if [ "$PUSH" = 1 ]; then
   refs=()
   for p in "${plats[@]}"; do refs+=("$IMAGE:hand-$SHORT-${p//\//-}"); done
   targs=()
-  for t in ${TAGS:-}; do targs+=(-t "$IMAGE:${t//@SHORT@/$SHORT}"); done
+  for t in ${TAGS:-}; do targs+=(-t "$IMAGE:$t"); done
   # imagetools writes the tags concurrently; registry 2.8 answers one of them 500 now and
   # then (a race on the same manifest): retried, and the retry is marked
   for attempt in 1 2 3; do

@@ -20,6 +20,10 @@ from typing import Any
 from bench import ci_trace, samples
 from bench.project import GIT_ENV, Project, clean_env, timed
 from bench.scenarios import Bench, ci_release, loadavg
+from ci.core import platforms, tags
+from ci.core.config_sections import PublishConfig
+from ci.core.results import SourceInfo
+from ci.stages import history
 
 BYHAND_BUILD = Path(__file__).resolve().parent / "byhand_build.sh"
 ARCH = {"linux/amd64": "amd64", "linux/arm64": "arm64", "linux/arm/v7": "arm"}
@@ -34,20 +38,14 @@ def config_of(project: Project) -> dict[str, Any]:
 
 
 def base_for(template: str, platform: str) -> str:
-    return template.replace("{debian_arch}", DEBIAN_ARCH[platform]).replace(
-        "{arch}", ARCH[platform])
+    """The project's base image for one platform, expanded as `ci` expands it."""
+    return platforms.expand(template, platforms.parse(platform))
 
 
-def release_tags(conf: dict[str, Any]) -> list[str]:
-    """The release tags `ci` writes on a main-branch commit without a version tag."""
-    tags = []
-    for tag in conf.get("publish", {}).get("tags", []):
-        if "{semver}" in tag or "{version}" in tag:
-            continue  # no version tag on the commit: `ci` skips these too
-        tags.append(tag.replace("{short_sha}", "@SHORT@").replace("{branch}", "main"))
-    if conf.get("publish", {}).get("latest_on") == "main":
-        tags.append("latest")
-    return tags
+def release_tags(conf: dict[str, Any], sha: str) -> list[str]:
+    """The release tags `ci` writes for commit `sha` on main (no version tag): ci's own rule."""
+    return tags.release_tags(PublishConfig.model_validate(conf.get("publish", {})),
+                             SourceInfo(sha=sha, branch="main"))
 
 
 # ------------------------------------------------------------------ one sample per side
@@ -80,13 +78,10 @@ def ci_build(bench: Bench, project: Project, label: str, *args: str) -> dict[str
 
 def _history_steps(project: Project) -> dict[str, dict[str, float]]:
     """The last run's per-platform step seconds, as `ci` recorded them for its predictions."""
-    path = project.root / ".maci" / "history.json"
-    runs = json.loads(path.read_text()).get("runs", []) if path.is_file() else []
+    runs = history.load(project.root / ".maci")
     if not runs:
         return {}
-    last = runs[-1]["run_id"]
-    return {r["platform"]: {k: float(v) for k, v in r["steps"].items()}
-            for r in runs if r["run_id"] == last}
+    return {r.platform: dict(r.steps) for r in runs if r.run_id == runs[-1].run_id}
 
 
 def _with_outside(sample: dict[str, Any]) -> dict[str, Any]:
@@ -97,6 +92,10 @@ def _with_outside(sample: dict[str, Any]) -> dict[str, Any]:
     sample["jobs_span"] = round(span, 3)
     sample["outside"] = round(sample["seconds"] - span, 3)
     return sample
+
+
+def _head(project: Project) -> str:
+    return timed(["git", "rev-parse", "HEAD"], cwd=project.root).check("git rev-parse").stdout.strip()
 
 
 def hand_build(bench: Bench, project: Project, label: str, platforms: list[str],
@@ -114,7 +113,7 @@ def hand_build(bench: Bench, project: Project, label: str, platforms: list[str],
         "MODEL_NAME": str(registered.get("name", "")),
         "MODEL_VERSION": str(registered.get("version", "")),
         "CHECK_CMD": " ".join(check), "CAPACITY": str(capacity), "PUSH": "1" if push else "0",
-        "TAGS": " ".join(release_tags(conf)),
+        "TAGS": " ".join(release_tags(conf, _head(project))),
     })
     load = loadavg()
     mark = bench.proxy.mark()

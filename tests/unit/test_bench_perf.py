@@ -90,7 +90,7 @@ import time:    400000 |     750000 | ci.cli
 
 def test_release_tags_and_bases_follow_the_config() -> None:
     conf = {"publish": {"tags": ["sha-{short_sha}", "{branch}", "{semver}"], "latest_on": "main"}}
-    assert release_tags(conf) == ["sha-@SHORT@", "main", "latest"]
+    assert release_tags(conf, "abc1234def") == ["sha-abc1234", "main", "latest"]
     assert base_for("maci/python:bookworm-{debian_arch}", "linux/arm/v7") == (
         "maci/python:bookworm-armhf")
     assert base_for("maci/python:bookworm-{arch}", "linux/arm64") == "maci/python:bookworm-arm64"
